@@ -1,0 +1,1043 @@
+/*
+ * test_msg.c - the JSON message codec (PROTOCOL.md sections 2 and 8).
+ *
+ * Inputs are parsed from guard-page copies, so a parser that reads past
+ * the message faults; encoders write into buffers that end at a guard page
+ * too, so writing past cap faults.
+ */
+#include <check.h>
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "wsproto/msg.h"
+
+static msg_request_t req;
+static const char *why;
+
+static int parse_n(const char *s, size_t n)
+{
+    return msg_parse((const char *)guard_copy(s, n), n, &req, &why);
+}
+
+static int parse(const char *s)
+{
+    return parse_n(s, strlen(s));
+}
+
+#define ck_span(sp, want)                                                                          \
+    do {                                                                                           \
+        msg_span_t sp_ = (sp);                                                                     \
+        const char *w_ = (want);                                                                   \
+        ck_assert_msg(sp_.len == strlen(w_) && memcmp(sp_.p, w_, sp_.len) == 0,                    \
+                      "span '%.*s' != '%s'", (int)sp_.len, sp_.p ? sp_.p : "", w_);                \
+    } while (0)
+
+static msg_span_t span(const char *s)
+{
+    msg_span_t sp = {s, s != NULL ? strlen(s) : 0};
+    return sp;
+}
+
+static const msg_span_t no_id = {NULL, 0};
+
+/* ---- client requests: success ---- */
+
+START_TEST(parse_subscribe)
+{
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"chat.*\",\"id\":1}"), MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_SUBSCRIBE);
+    ck_assert(req.has_topic);
+    ck_span(req.topic, "chat.*");
+    ck_span(req.id, "1");
+    ck_assert(!req.has_data && !req.has_last && !req.has_since && !req.has_epoch);
+
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"a.b\"}"), MSG_OK);
+    ck_assert_uint_eq(req.id.len, 0);
+    ck_span(req.topic, "a.b");
+}
+END_TEST
+
+START_TEST(parse_subscribe_history)
+{
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":10,\"since\":0,"
+                           "\"epoch\":\"e-1\",\"id\":\"s1\"}"),
+                     MSG_OK);
+    ck_assert(req.has_last && req.last == 10);
+    ck_assert(req.has_since && req.since == 0);
+    ck_assert(req.has_epoch);
+    ck_span(req.epoch, "e-1");
+    ck_span(req.id, "\"s1\"");
+
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"since\":18446744073709551615}"),
+                     MSG_OK);
+    ck_assert(req.since == UINT64_MAX);
+    /* beyond 64 bits: still an integer >= 0, saturates */
+    ck_assert_int_eq(
+        parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":123456789012345678901234567890}"),
+        MSG_OK);
+    ck_assert(req.has_last && req.last == UINT64_MAX);
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"since\":9007199254740993}"),
+                     MSG_OK);
+    ck_assert(req.since == 9007199254740993ull); /* exact past 2^53 */
+}
+END_TEST
+
+START_TEST(parse_unsubscribe)
+{
+    ck_assert_int_eq(parse("{\"topic\":\"chat.>\",\"op\":\"unsubscribe\",\"id\":7}"), MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_UNSUBSCRIBE);
+    ck_span(req.topic, "chat.>");
+    ck_span(req.id, "7");
+    /* history members belong to subscribe; elsewhere they are unknown members */
+    ck_assert_int_eq(parse("{\"op\":\"unsubscribe\",\"topic\":\"t\",\"last\":\"x\"}"), MSG_OK);
+    ck_assert(!req.has_last);
+}
+END_TEST
+
+START_TEST(parse_publish_example)
+{
+    ck_assert_int_eq(
+        parse("{\"op\":\"publish\",\"topic\":\"chat.lobby\",\"data\":{\"text\":\"hi\"},\"id\":2}"),
+        MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_PUBLISH);
+    ck_span(req.topic, "chat.lobby");
+    ck_assert(req.has_data);
+    ck_span(req.data, "{\"text\":\"hi\"}");
+    ck_span(req.id, "2");
+    ck_assert(why == NULL);
+}
+END_TEST
+
+START_TEST(parse_publish_data_exact)
+{
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"data\": {\"a\" : 1.50e3, "
+                           "\"b\":\"\\u00e9\"} }"),
+                     MSG_OK);
+    ck_span(req.data, "{\"a\" : 1.50e3, \"b\":\"\\u00e9\"}");
+
+    static const char *const values[] = {
+        "null",
+        "true",
+        "false",
+        "0",
+        "-0",
+        "123456789012345678901234567890",
+        "-1.25E-7",
+        "1e400",
+        "\"\"",
+        "\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\\ud83d\\ude00\"",
+        "[]",
+        "{}",
+        "[1, [2, [3, {\"x\": [4]}]], \"]\", \"}\", {\"data\": 5}]",
+        "{\"nested\":{\"data\":{\"id\":1}},\"arr\":[{},[],\"\\\"\"]}",
+        "\"\xc3\xa9\xe2\x82\xac\"",
+        "[\r\n\t1 ,\t2\n]",
+    };
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char m[512];
+        snprintf(m, sizeof m, "{\"op\":\"publish\",\"data\":%s,\"topic\":\"t\",\"id\":\"x\"}",
+                 values[i]);
+        ck_assert_msg(parse(m) == MSG_OK, "%s: %s", m, why);
+        ck_span(req.data, values[i]);
+        ck_span(req.id, "\"x\"");
+    }
+}
+END_TEST
+
+START_TEST(parse_publish_nested_deep)
+{
+    enum { DEPTH = 500 };
+    char m[2 * DEPTH + 64];
+    size_t n = (size_t)sprintf(m, "{\"op\":\"publish\",\"topic\":\"t\",\"data\":");
+    for (int i = 0; i < DEPTH; i++)
+        m[n++] = '[';
+    for (int i = 0; i < DEPTH; i++)
+        m[n++] = ']';
+    m[n++] = '}';
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_assert_uint_eq(req.data.len, 2 * DEPTH);
+    ck_assert(req.data.p[0] == '[' && req.data.p[2 * DEPTH - 1] == ']');
+}
+END_TEST
+
+START_TEST(parse_publish_big_data)
+{
+    size_t dlen = 60000;
+    char *m = malloc(dlen + 64);
+    size_t n = (size_t)sprintf(m, "{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"");
+    memset(m + n, 'z', dlen);
+    n += dlen;
+    memcpy(m + n, "\"}", 2);
+    n += 2;
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_assert_uint_eq(req.data.len, dlen + 2);
+    free(m);
+}
+END_TEST
+
+START_TEST(parse_ping)
+{
+    ck_assert_int_eq(parse("{\"op\":\"ping\"}"), MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_PING);
+    ck_assert_uint_eq(req.id.len, 0);
+    ck_assert(!req.has_topic);
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"id\":\"p-1\",\"topic\":5,\"data\":1}"), MSG_OK);
+    ck_span(req.id, "\"p-1\"");
+    ck_assert(!req.has_topic && !req.has_data);
+}
+END_TEST
+
+START_TEST(parse_id_spellings)
+{
+    static const char *const ids[] = {
+        "0",    "-1",         "1.5e+3",      "123456789012345678901234567890",
+        "\"\"", "\"a\\\"b\"", "\"\\u00e9\"", "-0.0"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char m[256];
+        snprintf(m, sizeof m, "{ \"id\" :\t%s , \"op\":\"ping\"}", ids[i]);
+        ck_assert_msg(parse(m) == MSG_OK, "%s", m);
+        ck_span(req.id, ids[i]);
+    }
+}
+END_TEST
+
+START_TEST(parse_whitespace_and_bom)
+{
+    ck_assert_int_eq(parse(" \t\r\n{ \"op\" : \"ping\" , \"id\" : 3 } \n"), MSG_OK);
+    ck_span(req.id, "3");
+    ck_assert_int_eq(parse("\xef\xbb\xbf{\"op\":\"ping\"}"), MSG_OK);
+}
+END_TEST
+
+START_TEST(parse_unknown_members_ignored)
+{
+    ck_assert_int_eq(parse("{\"x\":{\"data\":5,\"id\":6,\"op\":\"y\"},\"op\":\"publish\","
+                           "\"s\":\"\\\"data\\\":8\",\"topic\":\"t\",\"data\":7,\"v\":[1]}"),
+                     MSG_OK);
+    ck_span(req.data, "7");
+    ck_assert_uint_eq(req.id.len, 0);
+}
+END_TEST
+
+START_TEST(parse_duplicate_keys_first_wins)
+{
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"a\",\"data\":1,\"data\":2,"
+                           "\"topic\":\"b\",\"id\":3,\"id\":4}"),
+                     MSG_OK);
+    ck_span(req.data, "1");
+    ck_span(req.topic, "a");
+    ck_span(req.id, "3");
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"op\":\"publish\"}"), MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_PING);
+    /* the first id is mistyped: that is the one that counts */
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"id\":null,\"id\":1}"), MSG_E_BAD_REQUEST);
+    ck_assert_uint_eq(req.id.len, 0);
+}
+END_TEST
+
+START_TEST(parse_escaped_keys)
+{
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"d\\u0061ta\":[1]}"), MSG_OK);
+    ck_span(req.data, "[1]");
+    ck_assert_int_eq(parse("{\"\\u006fp\":\"ping\",\"\\u0069\\u0064\":9}"), MSG_OK);
+    ck_span(req.id, "9");
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"d\\u0061ta\":1,\"data\":2}"),
+                     MSG_OK);
+    ck_span(req.data, "1");
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"data\":1,\"d\\u0061ta\":2}"),
+                     MSG_OK);
+    ck_span(req.data, "1");
+    /* escaped op value and topic */
+    ck_assert_int_eq(parse("{\"op\":\"p\\u0069ng\"}"), MSG_OK);
+    ck_assert_int_eq(req.op, MSG_OP_PING);
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"a\\u002eb\\/c\"}"), MSG_OK);
+    ck_span(req.topic, "a.b/c");
+    /* long escaped keys are not ours */
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"d\\u0061ta_and_more_x\":1}"),
+                     MSG_E_BAD_REQUEST);
+    /* like cJSON's strcmp(), a decoded NUL ends a key */
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"data\\u0000zz\":[2]}"), MSG_OK);
+    ck_span(req.data, "[2]");
+}
+END_TEST
+
+START_TEST(parse_member_names_case_sensitive)
+{
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"Data\":1}"), MSG_E_BAD_REQUEST);
+    ck_assert_int_eq(parse("{\"OP\":\"ping\"}"), MSG_E_BAD_REQUEST);
+    ck_assert_int_eq(parse("{\"op\":\"Ping\"}"), MSG_E_UNKNOWN_OP);
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"ID\":[]}"), MSG_OK);
+}
+END_TEST
+
+START_TEST(parse_topic_decoding)
+{
+    char m[12000], t[10001];
+    memset(t, 'x', sizeof t - 1);
+    t[sizeof t - 1] = '\0';
+    for (size_t len = 250; len <= 260; len++) {
+        snprintf(m, sizeof m, "{\"op\":\"publish\",\"topic\":\"%.*s\",\"data\":0}", (int)len, t);
+        ck_assert_int_eq(parse(m), MSG_OK);
+        ck_assert_uint_eq(req.topic.len, len <= TOPIC_MAX ? len : TOPIC_MAX + 1);
+    }
+    snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%s\"}", t);
+    ck_assert_int_eq(parse(m), MSG_OK);
+    ck_assert_uint_eq(req.topic.len, TOPIC_MAX + 1);
+
+    /* the limit is on decoded bytes: 255 escaped characters are fine */
+    size_t n = (size_t)sprintf(m, "{\"op\":\"subscribe\",\"topic\":\"");
+    for (int i = 0; i < TOPIC_MAX; i++)
+        n += (size_t)sprintf(m + n, "\\u0041");
+    n += (size_t)sprintf(m + n, "\"}");
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_assert_uint_eq(req.topic.len, TOPIC_MAX);
+    ck_assert(req.topic.p[0] == 'A' && req.topic.p[TOPIC_MAX - 1] == 'A');
+    /* ... and 128 two-byte characters are 256 bytes */
+    n = (size_t)sprintf(m, "{\"op\":\"subscribe\",\"topic\":\"");
+    for (int i = 0; i < 128; i++)
+        n += (size_t)sprintf(m + n, "\\u00e9");
+    n += (size_t)sprintf(m + n, "\"}");
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_assert_uint_eq(req.topic.len, TOPIC_MAX + 1);
+
+    /* an escaped NUL keeps its place instead of cutting the topic */
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"a\\u0000b\",\"data\":0}"), MSG_OK);
+    ck_assert_uint_eq(req.topic.len, 3);
+    ck_assert(memcmp(req.topic.p, "a\0b", 3) == 0);
+    ck_assert_int_eq(topic_check(req.topic.p, req.topic.len, false), TOPIC_E_CHAR);
+
+    /* the publish example with a wildcard: the codec accepts it, the
+     * grammar check rejects it with the message of PROTOCOL.md section 8 */
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"chat.*\",\"data\":1,\"id\":3}"),
+                     MSG_OK);
+    int te = topic_check(req.topic.p, req.topic.len, false);
+    ck_assert_int_eq(te, TOPIC_E_WILDCARD);
+    ck_assert_str_eq(topic_strerror(te), "publish topic may not contain wildcards");
+}
+END_TEST
+
+START_TEST(parse_epoch_limit)
+{
+    char m[256], e[MSG_EPOCH_MAX + 2];
+    memset(e, 'e', sizeof e);
+    snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"%.*s\"}",
+             MSG_EPOCH_MAX, e);
+    ck_assert_int_eq(parse(m), MSG_OK);
+    ck_assert_uint_eq(req.epoch.len, MSG_EPOCH_MAX);
+    ck_assert(req.epoch_buf[MSG_EPOCH_MAX] == '\0');
+    snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"%.*s\",\"id\":1}",
+             MSG_EPOCH_MAX + 1, e);
+    ck_assert_int_eq(parse(m), MSG_E_BAD_REQUEST);
+    ck_assert(strstr(why, "epoch") != NULL);
+    ck_span(req.id, "1");
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"\"}"), MSG_OK);
+    ck_assert(req.has_epoch && req.epoch.len == 0);
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"\\u00e9x\"}"),
+                     MSG_OK);
+    ck_span(req.epoch, "\xc3\xa9x");
+}
+END_TEST
+
+/* ---- client requests: errors ---- */
+
+static void expect_err(const char *m, int err, const char *id, const char *why_part)
+{
+    int rc = parse(m);
+    ck_assert_msg(rc == err, "%s: got %d want %d (%s)", m, rc, err, why ? why : "");
+    ck_assert_msg(why != NULL && strlen(why) > 5, "%s: no reason", m);
+    if (id == NULL)
+        ck_assert_msg(req.id.len == 0, "%s: unexpected id", m);
+    else
+        ck_span(req.id, id);
+    if (why_part != NULL)
+        ck_assert_msg(strstr(why, why_part) != NULL, "%s: reason '%s' lacks '%s'", m, why,
+                      why_part);
+}
+
+START_TEST(err_bad_json)
+{
+    static const char *const bad[] = {
+        "",
+        " ",
+        "{",
+        "}",
+        "not json",
+        "{\"op\":\"ping\"",
+        "{\"op\":\"ping\",}",
+        "{\"op\" \"ping\"}",
+        "{op:\"ping\"}",
+        "{'op':'ping'}",
+        "{\"op\":\"ping\"}}",
+        "{\"op\":\"ping\"} x",
+        "{\"op\":\"ping\"}{}",
+        "{\"op\":\"ping\",\"id\":\"\\x\"}",
+        "{\"op\":\"ping\",\"id\":\"\\ud800\"}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":01}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":-01}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":1.}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[1.]}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[01]}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":.5}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":tru}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[1,]}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":NaN}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"a\tb\"}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"a\x01\"}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[\"\x1f\"]}",
+        "{\"op\":\"ping\",\x01\"id\":1}",
+        "{\"op\":\"ping\"}\x0b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        expect_err(bad[i], MSG_E_BAD_JSON, NULL, "JSON");
+        ck_assert_str_eq(msg_err_code(MSG_E_BAD_JSON), "bad_json");
+    }
+    /* an embedded NUL byte (valid UTF-8, never valid outside a string in JSON) */
+    ck_assert_int_eq(parse_n("{\"op\":\"ping\"\0}", 14), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse_n("{\"op\":\"pi\0ng\"}", 14), MSG_E_BAD_JSON);
+    ck_assert_int_eq(msg_parse(NULL, 0, &req, &why), MSG_E_BAD_JSON);
+}
+END_TEST
+
+START_TEST(err_not_object)
+{
+    static const char *const bad[] = {
+        "[]", "[{\"op\":\"ping\"}]", "\"op\"", "1", "null", "true", " false "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_err(bad[i], MSG_E_BAD_JSON, NULL, "object");
+}
+END_TEST
+
+START_TEST(err_every_prefix_is_bad_json)
+{
+    static const char *const good[] = {
+        "{\"op\":\"publish\",\"topic\":\"chat.lobby\",\"data\":{\"text\":\"hi\"},\"id\":2}",
+        "{\"op\":\"subscribe\",\"topic\":\"a\\u00e9\",\"last\":5,\"since\":1,\"epoch\":\"x\"}",
+        "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[1,-2.5e3,true,false,null,\"\\\"\"]}",
+        "{\"op\":\"ping\",\"id\":-12.5}",
+    };
+    for (size_t g = 0; g < sizeof good / sizeof good[0]; g++) {
+        size_t n = strlen(good[g]);
+        ck_assert_int_eq(parse_n(good[g], n), MSG_OK);
+        for (size_t cut = 0; cut < n; cut++)
+            ck_assert_msg(parse_n(good[g], cut) == MSG_E_BAD_JSON, "%.*s", (int)cut, good[g]);
+    }
+}
+END_TEST
+
+START_TEST(err_op)
+{
+    expect_err("{}", MSG_E_BAD_REQUEST, NULL, "\"op\"");
+    expect_err("{\"id\":1}", MSG_E_BAD_REQUEST, "1", "\"op\"");
+    expect_err("{\"op\":1,\"id\":\"a\"}", MSG_E_BAD_REQUEST, "\"a\"", "\"op\"");
+    expect_err("{\"op\":null}", MSG_E_BAD_REQUEST, NULL, "\"op\"");
+    expect_err("{\"op\":[\"ping\"],\"id\":2}", MSG_E_BAD_REQUEST, "2", "\"op\"");
+    ck_assert_str_eq(msg_err_code(MSG_E_BAD_REQUEST), "bad_request");
+
+    expect_err("{\"op\":\"pong\"}", MSG_E_UNKNOWN_OP, NULL, "op");
+    expect_err("{\"op\":\"pong\",\"id\":5}", MSG_E_UNKNOWN_OP, "5", "op");
+    expect_err("{\"id\":\"x\",\"op\":\"\"}", MSG_E_UNKNOWN_OP, "\"x\"", NULL);
+    expect_err("{\"op\":\"pingx\"}", MSG_E_UNKNOWN_OP, NULL, NULL);
+    expect_err("{\"op\":\"pin\"}", MSG_E_UNKNOWN_OP, NULL, NULL);
+    expect_err("{\"op\":\"ping\\u0000\"}", MSG_E_UNKNOWN_OP, NULL, NULL);
+    expect_err("{\"op\":\"subscribe_to_everything_now\"}", MSG_E_UNKNOWN_OP, NULL, NULL);
+    ck_assert_str_eq(msg_err_code(MSG_E_UNKNOWN_OP), "unknown_op");
+}
+END_TEST
+
+START_TEST(err_id_type)
+{
+    static const char *const ids[] = {"null", "true", "false", "{}", "[1]", "{\"a\":1}"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char m[128];
+        snprintf(m, sizeof m, "{\"op\":\"ping\",\"id\":%s}", ids[i]);
+        expect_err(m, MSG_E_BAD_REQUEST, NULL, "\"id\"");
+        /* the id check comes first, even before a missing op */
+        snprintf(m, sizeof m, "{\"id\":%s}", ids[i]);
+        expect_err(m, MSG_E_BAD_REQUEST, NULL, "\"id\"");
+    }
+}
+END_TEST
+
+START_TEST(err_topic_and_data)
+{
+    expect_err("{\"op\":\"subscribe\"}", MSG_E_BAD_REQUEST, NULL,
+               "subscribe needs a string \"topic\"");
+    expect_err("{\"op\":\"subscribe\",\"id\":1}", MSG_E_BAD_REQUEST, "1", "\"topic\"");
+    expect_err("{\"op\":\"subscribe\",\"topic\":1,\"id\":1}", MSG_E_BAD_REQUEST, "1", "\"topic\"");
+    expect_err("{\"op\":\"unsubscribe\",\"topic\":null}", MSG_E_BAD_REQUEST, NULL,
+               "unsubscribe needs a string \"topic\"");
+    expect_err("{\"op\":\"unsubscribe\",\"topic\":[\"a\"],\"id\":\"u\"}", MSG_E_BAD_REQUEST,
+               "\"u\"", "\"topic\"");
+    expect_err("{\"op\":\"publish\",\"data\":1}", MSG_E_BAD_REQUEST, NULL,
+               "publish needs a string \"topic\"");
+    expect_err("{\"op\":\"publish\",\"topic\":{},\"data\":1,\"id\":2}", MSG_E_BAD_REQUEST, "2",
+               "\"topic\"");
+    expect_err("{\"op\":\"publish\",\"topic\":\"t\"}", MSG_E_BAD_REQUEST, NULL,
+               "publish needs a \"data\" member");
+    expect_err("{\"op\":\"publish\",\"topic\":\"t\",\"id\":3}", MSG_E_BAD_REQUEST, "3",
+               "publish needs a \"data\" member");
+    ck_assert_int_eq(parse("{\"op\":\"publish\",\"topic\":\"t\",\"data\":null}"), MSG_OK);
+    ck_span(req.data, "null");
+}
+END_TEST
+
+START_TEST(err_last_since_epoch)
+{
+    static const char *const bad[] = {"-1",   "1.5",  "1.0", "1e2", "\"3\"",
+                                      "true", "null", "[1]", "-0"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char m[128];
+        snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":%s}", bad[i]);
+        expect_err(m, MSG_E_BAD_REQUEST, NULL, "\"last\"");
+        snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"t\",\"since\":%s,\"id\":4}",
+                 bad[i]);
+        expect_err(m, MSG_E_BAD_REQUEST, "4", "\"since\"");
+    }
+    expect_err("{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":1}", MSG_E_BAD_REQUEST, NULL,
+               "\"epoch\"");
+    expect_err("{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":null,\"id\":\"e\"}",
+               MSG_E_BAD_REQUEST, "\"e\"", "\"epoch\"");
+    ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":0}"), MSG_OK);
+    ck_assert(req.has_last && req.last == 0);
+}
+END_TEST
+
+/* ---- encoders ---- */
+
+/* Encode with fn at every cap from 0 up to len+1 into a buffer that ends at
+ * a guard page: smaller caps must return 0, the rest the same bytes. */
+typedef size_t (*enc_fn)(char *out, size_t cap, const void *arg);
+
+static void check_encoder(enc_fn fn, const void *arg, const char *want)
+{
+    size_t n = strlen(want);
+    for (size_t cap = 0; cap <= n + 1; cap++) {
+        char *out = (char *)guard_copy_slot(2, "", 0) - cap;
+        size_t got = fn(out, cap, arg);
+        if (cap < n) {
+            ck_assert_msg(got == 0, "cap %zu: got %zu for %s", cap, got, want);
+        } else {
+            ck_assert_msg(got == n && memcmp(out, want, n) == 0, "cap %zu: '%.*s' != '%s'", cap,
+                          (int)got, out, want);
+        }
+    }
+}
+
+typedef struct message_args {
+    const char *topic;
+    size_t topic_len;
+    uint64_t seq;
+    const char *data;
+} message_args_t;
+
+static size_t enc_message(char *out, size_t cap, const void *arg)
+{
+    const message_args_t *a = arg;
+    return msg_encode_message(out, cap, a->topic, a->topic_len, a->seq, a->data,
+                              a->data ? strlen(a->data) : 0);
+}
+
+START_TEST(encode_message)
+{
+    message_args_t a = {"chat.lobby", 10, 1, "{\"text\":\"hi\"}"};
+    check_encoder(
+        enc_message, &a,
+        "{\"op\":\"message\",\"topic\":\"chat.lobby\",\"seq\":1,\"data\":{\"text\":\"hi\"}}");
+    message_args_t b = {"a\"b\\c", 5, UINT64_MAX, "[1, 2.50e1]"};
+    check_encoder(enc_message, &b,
+                  "{\"op\":\"message\",\"topic\":\"a\\\"b\\\\c\",\"seq\":18446744073709551615,"
+                  "\"data\":[1, 2.50e1]}");
+    message_args_t c = {"t", 1, 0, NULL};
+    check_encoder(enc_message, &c, "{\"op\":\"message\",\"topic\":\"t\",\"seq\":0,\"data\":null}");
+}
+END_TEST
+
+typedef struct hello_args {
+    const char *client, *server;
+    double hb;
+    uint64_t max;
+} hello_args_t;
+
+static size_t enc_hello(char *out, size_t cap, const void *arg)
+{
+    const hello_args_t *a = arg;
+    return msg_encode_hello(out, cap, a->client, a->server, a->hb, a->max);
+}
+
+START_TEST(encode_hello)
+{
+    hello_args_t a = {"c-42", "wsbroker/0.1.0", 20, 1048576};
+    check_encoder(enc_hello, &a,
+                  "{\"op\":\"hello\",\"client\":\"c-42\",\"server\":\"wsbroker/0.1.0\","
+                  "\"heartbeat\":20,\"max_message\":1048576}");
+    static const struct {
+        double v;
+        const char *s;
+    } hb[] = {
+        {20, "20"},     {0.25, "0.25"}, {1.5, "1.5"},    {0.001, "0.001"}, {2.1234, "2.123"},
+        {2.9996, "3"},  {0, "0"},       {0.0004, "0"},   {100.1, "100.1"}, {-1.5, "-1.5"},
+        {-0.0001, "0"}, {NAN, "0"},     {INFINITY, "0"}, {0.1, "0.1"},     {86400.01, "86400.01"}};
+    for (size_t i = 0; i < sizeof hb / sizeof hb[0]; i++) {
+        char want[160];
+        snprintf(want, sizeof want,
+                 "{\"op\":\"hello\",\"client\":\"x\",\"server\":\"y\",\"heartbeat\":%s,"
+                 "\"max_message\":0}",
+                 hb[i].s);
+        hello_args_t h = {"x", "y", hb[i].v, 0};
+        check_encoder(enc_hello, &h, want);
+    }
+}
+END_TEST
+
+static size_t enc_ack(char *out, size_t cap, const void *arg)
+{
+    return msg_encode_ack(out, cap, arg);
+}
+
+START_TEST(encode_ack)
+{
+    msg_ack_t a = {span("1"), NULL, 0, false, 0, NULL, -1};
+    check_encoder(enc_ack, &a, "{\"op\":\"ack\",\"id\":1}");
+    ck_assert_uint_ge(msg_ack_bound(&a), strlen("{\"op\":\"ack\",\"id\":1}"));
+
+    msg_ack_t p = {span("2"), "chat.lobby", 10, true, 1, NULL, -1};
+    check_encoder(enc_ack, &p, "{\"op\":\"ack\",\"id\":2,\"topic\":\"chat.lobby\",\"seq\":1}");
+
+    msg_ack_t s = {span("\"s\""), NULL, 0, true, 0, "e1", 0};
+    check_encoder(enc_ack, &s,
+                  "{\"op\":\"ack\",\"id\":\"s\",\"seq\":0,\"epoch\":\"e1\",\"recovered\":false}");
+    msg_ack_t r = {span("3"), "q\"", 2, true, 77, "\"\\", 1};
+    check_encoder(enc_ack, &r,
+                  "{\"op\":\"ack\",\"id\":3,\"topic\":\"q\\\"\",\"seq\":77,\"epoch\":\"\\\"\\\\\","
+                  "\"recovered\":true}");
+    msg_ack_t noid = {no_id, NULL, 0, false, 0, NULL, -1};
+    check_encoder(enc_ack, &noid, "{\"op\":\"ack\"}");
+}
+END_TEST
+
+typedef struct error_args {
+    msg_span_t id;
+    const char *code, *message;
+} error_args_t;
+
+static size_t enc_error(char *out, size_t cap, const void *arg)
+{
+    const error_args_t *a = arg;
+    return msg_encode_error(out, cap, a->id, a->code, a->message);
+}
+
+START_TEST(encode_error)
+{
+    error_args_t a = {span("3"), "bad_topic", "publish topic may not contain wildcards"};
+    const char *want = "{\"op\":\"error\",\"id\":3,\"code\":\"bad_topic\",\"message\":\"publish "
+                       "topic may not contain wildcards\"}";
+    check_encoder(enc_error, &a, want);
+    ck_assert_uint_ge(msg_error_bound(a.id, a.code, a.message), strlen(want));
+    error_args_t b = {no_id, "bad_json", "message is \"not\"\nJSON"};
+    check_encoder(enc_error, &b,
+                  "{\"op\":\"error\",\"code\":\"bad_json\",\"message\":\"message is "
+                  "\\\"not\\\"\\nJSON\"}");
+}
+END_TEST
+
+static size_t enc_pong(char *out, size_t cap, const void *arg)
+{
+    return msg_encode_pong(out, cap, *(const msg_span_t *)arg);
+}
+
+START_TEST(encode_pong)
+{
+    msg_span_t id = span("\"p\"");
+    check_encoder(enc_pong, &id, "{\"op\":\"pong\",\"id\":\"p\"}");
+    check_encoder(enc_pong, &no_id, "{\"op\":\"pong\"}");
+}
+END_TEST
+
+typedef struct publish_args {
+    const char *topic, *data;
+    msg_span_t id;
+} publish_args_t;
+
+static size_t enc_publish(char *out, size_t cap, const void *arg)
+{
+    const publish_args_t *a = arg;
+    return msg_encode_publish(out, cap, a->topic, strlen(a->topic), a->data, strlen(a->data),
+                              a->id);
+}
+
+START_TEST(encode_publish)
+{
+    publish_args_t a = {"chat.lobby", "{\"text\":\"hi\"}", span("2")};
+    const char *want =
+        "{\"op\":\"publish\",\"topic\":\"chat.lobby\",\"data\":{\"text\":\"hi\"},\"id\":2}";
+    check_encoder(enc_publish, &a, want);
+    ck_assert_uint_ge(msg_publish_bound(10, 13, a.id), strlen(want));
+    publish_args_t b = {"t", "1.0e0", no_id};
+    check_encoder(enc_publish, &b, "{\"op\":\"publish\",\"topic\":\"t\",\"data\":1.0e0}");
+}
+END_TEST
+
+typedef struct sub_args {
+    bool unsub;
+    const char *pattern;
+    msg_span_t id;
+    int64_t last, since;
+    const char *epoch;
+} sub_args_t;
+
+static size_t enc_sub(char *out, size_t cap, const void *arg)
+{
+    const sub_args_t *a = arg;
+    return msg_encode_subscribe(out, cap, a->unsub, a->pattern, strlen(a->pattern), a->id, a->last,
+                                a->since, a->epoch);
+}
+
+START_TEST(encode_subscribe)
+{
+    sub_args_t a = {false, "chat.*", span("1"), -1, -1, NULL};
+    check_encoder(enc_sub, &a, "{\"op\":\"subscribe\",\"topic\":\"chat.*\",\"id\":1}");
+    sub_args_t b = {true, "chat.>", no_id, -1, -1, NULL};
+    check_encoder(enc_sub, &b, "{\"op\":\"unsubscribe\",\"topic\":\"chat.>\"}");
+    sub_args_t c = {false, "t", span("\"x\""), 5, 0, "ep"};
+    check_encoder(enc_sub, &c,
+                  "{\"op\":\"subscribe\",\"topic\":\"t\",\"id\":\"x\",\"last\":5,\"since\":0,"
+                  "\"epoch\":\"ep\"}");
+    sub_args_t d = {false, "t", no_id, -1, INT64_MAX, NULL};
+    check_encoder(enc_sub, &d,
+                  "{\"op\":\"subscribe\",\"topic\":\"t\",\"since\":9223372036854775807}");
+}
+END_TEST
+
+START_TEST(escape)
+{
+    char out[64];
+    ck_assert_uint_eq(msg_escape(out, sizeof out, "", 0), 0);
+    ck_assert_uint_eq(msg_escape(NULL, 0, "", 0), 0);
+
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } cases[] = {
+        {"plain.topic", 11, "plain.topic"},
+        {"a\"b", 3, "a\\\"b"},
+        {"a\\b", 3, "a\\\\b"},
+        {"\b\f\n\r\t", 5, "\\b\\f\\n\\r\\t"},
+        {"\x01\x1f", 2, "\\u0001\\u001f"},
+        {"\0", 1, "\\u0000"},
+        {"/\x7f\xc3\xa9\xff", 5, "/\x7f\xc3\xa9\xff"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = strlen(cases[i].out);
+        for (size_t cap = 0; cap <= n; cap++) {
+            char *o = (char *)guard_copy_slot(2, "", 0) - cap;
+            size_t got = msg_escape(o, cap, cases[i].in, cases[i].len);
+            if (cap < n)
+                ck_assert_uint_eq(got, 0);
+            else
+                ck_assert(got == n && memcmp(o, cases[i].out, n) == 0);
+        }
+    }
+    /* worst case is 6 bytes per input byte */
+    char in[32];
+    memset(in, 0x01, sizeof in);
+    char big[6 * sizeof in];
+    ck_assert_uint_eq(msg_escape(big, sizeof big, in, sizeof in), sizeof big);
+    ck_assert_uint_eq(msg_escape(big, sizeof big - 1, in, sizeof in), 0);
+}
+END_TEST
+
+/* Random bytes of the kinds that stress escaping. */
+static void random_bytes(xorshift_t *x, char *out, size_t n)
+{
+    static const char pool[] = "ab.*>\"\\/\x01\x1f\n\t\x7f\xc3\xa9 {}";
+    for (size_t i = 0; i < n; i++)
+        out[i] = pool[xorshift_range(x, 0, sizeof pool - 2)];
+}
+
+START_TEST(bounds_hold_for_random_inputs)
+{
+    xorshift_t x = {12345};
+    char topic[300], epoch[80], data[200], code[40], message[120];
+    static char out[8192];
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t tl = xorshift_range(&x, 0, sizeof topic);
+        size_t dl = xorshift_range(&x, 0, sizeof data);
+        random_bytes(&x, topic, tl);
+        memset(data, '7', dl);
+        msg_span_t id = {"\"some-id\"", xorshift_range(&x, 0, 9)};
+        uint64_t seq = xorshift_next(&x) >> xorshift_range(&x, 0, 63);
+
+        size_t n = msg_encode_message(out, sizeof out, topic, tl, seq, data, dl);
+        ck_assert(n > 0 && n <= msg_message_bound(tl, dl));
+        ck_assert_uint_eq(
+            msg_encode_message(out, msg_message_bound(tl, dl), topic, tl, seq, data, dl), n);
+
+        n = msg_encode_publish(out, sizeof out, topic, tl, data, dl, id);
+        ck_assert(n > 0 && n <= msg_publish_bound(tl, dl, id));
+
+        size_t el = xorshift_range(&x, 0, sizeof epoch - 1);
+        random_bytes(&x, epoch, el);
+        epoch[el] = '\0';
+        msg_ack_t ack = {id,
+                         xorshift_range(&x, 0, 1) ? topic : NULL,
+                         tl,
+                         xorshift_range(&x, 0, 1) != 0,
+                         seq,
+                         xorshift_range(&x, 0, 1) ? epoch : NULL,
+                         (int)xorshift_range(&x, 0, 2) - 1};
+        n = msg_encode_ack(out, sizeof out, &ack);
+        ck_assert(n > 0 && n <= msg_ack_bound(&ack));
+        ck_assert_uint_eq(msg_encode_ack(out, msg_ack_bound(&ack), &ack), n);
+
+        size_t cl = xorshift_range(&x, 0, sizeof code - 1);
+        size_t ml = xorshift_range(&x, 0, sizeof message - 1);
+        random_bytes(&x, code, cl);
+        random_bytes(&x, message, ml);
+        code[cl] = '\0';
+        message[ml] = '\0';
+        n = msg_encode_error(out, sizeof out, id, code, message);
+        ck_assert(n > 0 && n <= msg_error_bound(id, code, message));
+    }
+    /* bounds saturate instead of wrapping */
+    ck_assert_uint_eq(msg_message_bound(SIZE_MAX / 2, 10), SIZE_MAX);
+    ck_assert_uint_eq(msg_publish_bound(10, SIZE_MAX - 5, span("1")), SIZE_MAX);
+}
+END_TEST
+
+/* ---- round trips ---- */
+
+START_TEST(roundtrip_client_encoders)
+{
+    xorshift_t x = {777};
+    static char out[4096];
+    char topic[TOPIC_MAX];
+    for (int iter = 0; iter < 2000; iter++) {
+        size_t tl = xorshift_range(&x, 1, sizeof topic);
+        random_bytes(&x, topic, tl);
+        const char *data = iter % 2 ? "{\"a\":[1,2.5e-3,\"\\u0000\"]}" : "\"x\\\"y\"";
+        msg_span_t id = iter % 3 ? span("\"r\\\\1\"") : no_id;
+
+        size_t n = msg_encode_publish(out, sizeof out, topic, tl, data, strlen(data), id);
+        ck_assert_uint_gt(n, 0);
+        ck_assert_int_eq(parse_n(out, n), MSG_OK);
+        ck_assert_int_eq(req.op, MSG_OP_PUBLISH);
+        ck_assert_uint_eq(req.topic.len, tl);
+        ck_assert(memcmp(req.topic.p, topic, tl) == 0);
+        ck_span(req.data, data);
+        ck_assert_uint_eq(req.id.len, id.len);
+
+        int64_t last = (int64_t)xorshift_range(&x, 0, 3) - 1;
+        int64_t since = (int64_t)(xorshift_next(&x) >> 1) * (iter % 2 ? 1 : -1);
+        bool unsub = iter % 5 == 0;
+        n = msg_encode_subscribe(out, sizeof out, unsub, topic, tl, id, last, since,
+                                 iter % 4 ? "ep\"och" : NULL);
+        ck_assert_uint_gt(n, 0);
+        ck_assert_int_eq(parse_n(out, n), MSG_OK);
+        ck_assert_int_eq(req.op, unsub ? MSG_OP_UNSUBSCRIBE : MSG_OP_SUBSCRIBE);
+        ck_assert(req.topic.len == tl && memcmp(req.topic.p, topic, tl) == 0);
+        if (!unsub) {
+            ck_assert(req.has_last == (last >= 0));
+            if (last >= 0)
+                ck_assert(req.last == (uint64_t)last);
+            ck_assert(req.has_since == (since >= 0));
+            if (since >= 0)
+                ck_assert(req.since == (uint64_t)since);
+            ck_assert(req.has_epoch == (iter % 4 != 0));
+            if (req.has_epoch)
+                ck_span(req.epoch, "ep\"och");
+        }
+    }
+}
+END_TEST
+
+static msg_server_t srv;
+
+static int parse_srv(const char *s, size_t n)
+{
+    return msg_parse_server((const char *)guard_copy(s, n), n, &srv);
+}
+
+START_TEST(roundtrip_server_encoders)
+{
+    static char out[4096];
+    xorshift_t x = {99};
+    char topic[TOPIC_MAX];
+    for (int iter = 0; iter < 1000; iter++) {
+        size_t tl = xorshift_range(&x, 1, sizeof topic);
+        random_bytes(&x, topic, tl);
+        uint64_t seq = xorshift_next(&x);
+        const char *data = "{\"a\" : [1.50e3, \"\\u00e9\"]}";
+        size_t n = msg_encode_message(out, sizeof out, topic, tl, seq, data, strlen(data));
+        ck_assert_int_eq(parse_srv(out, n), MSG_OK);
+        ck_assert_int_eq(srv.op, MSG_S_MESSAGE);
+        ck_assert(srv.has_seq && srv.seq == seq);
+        ck_span(srv.data, data);
+        ck_assert(strlen(srv.topic) == tl && memcmp(srv.topic, topic, tl) == 0);
+    }
+
+    size_t n = msg_encode_hello(out, sizeof out, "c1", "wsbroker/0.1.0", 0.25, 1048576);
+    ck_assert_int_eq(parse_srv(out, n), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_HELLO);
+    ck_assert_str_eq(srv.client, "c1");
+    ck_assert_str_eq(srv.server, "wsbroker/0.1.0");
+    ck_assert(srv.heartbeat == 0.25);
+    ck_assert(srv.max_message == 1048576);
+
+    msg_ack_t ack = {span("\"a1\""), "chat.lobby", 10, true, 42, "ep-7", 1};
+    n = msg_encode_ack(out, sizeof out, &ack);
+    ck_assert_int_eq(parse_srv(out, n), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ACK);
+    ck_span(srv.id, "\"a1\"");
+    ck_assert_str_eq(srv.topic, "chat.lobby");
+    ck_assert(srv.has_seq && srv.seq == 42);
+    ck_assert_str_eq(srv.epoch, "ep-7");
+    ck_assert_int_eq(srv.recovered, 1);
+    ck_assert_uint_eq(srv.data.len, 0);
+
+    n = msg_encode_error(out, sizeof out, span("3"), "bad_topic",
+                         "publish topic may not contain wildcards");
+    ck_assert_int_eq(parse_srv(out, n), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ERROR);
+    ck_span(srv.id, "3");
+    ck_assert_str_eq(srv.code, "bad_topic");
+    ck_assert_str_eq(srv.message, "publish topic may not contain wildcards");
+    ck_assert_int_eq(srv.recovered, -1);
+    ck_assert(!srv.has_seq);
+
+    n = msg_encode_pong(out, sizeof out, no_id);
+    ck_assert_int_eq(parse_srv(out, n), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_PONG);
+    ck_assert_uint_eq(srv.id.len, 0);
+}
+END_TEST
+
+START_TEST(parse_server_protocol_examples)
+{
+    const char *m =
+        "{\"op\":\"message\",\"topic\":\"chat.lobby\",\"seq\":1,\"data\":{\"text\":\"hi\"}}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_OK);
+    ck_assert_str_eq(srv.topic, "chat.lobby");
+    ck_span(srv.data, "{\"text\":\"hi\"}");
+    m = "{\"op\":\"ack\",\"id\":2,\"topic\":\"chat.lobby\",\"seq\":1}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ACK);
+    ck_span(srv.id, "2");
+    ck_assert(srv.seq == 1);
+}
+END_TEST
+
+START_TEST(parse_server_errors_and_limits)
+{
+    static const char *const bad[] = {
+        "", "[]", "{\"op\":1}", "{}", "{\"op\":\"ack\"", "{\"op\":\"pong\"} 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(parse_srv(bad[i], strlen(bad[i])) == MSG_E_BAD_JSON, "%s", bad[i]);
+    const char *m = "{\"op\":\"publish\"}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_E_UNKNOWN_OP);
+
+    /* decoded strings are cut to fit and always terminated */
+    char big[2000];
+    int n = snprintf(big, sizeof big,
+                     "{\"op\":\"error\",\"code\":\"%0300d\",\"message\":\"%0900d\"}", 0, 0);
+    ck_assert_int_eq(parse_srv(big, (size_t)n), MSG_OK);
+    ck_assert_uint_eq(strlen(srv.code), sizeof srv.code - 1);
+    ck_assert_uint_eq(strlen(srv.message), sizeof srv.message - 1);
+
+    /* wrong types are ignored, duplicates: first wins, data only for message */
+    m = "{\"op\":\"ack\",\"id\":null,\"seq\":\"1\",\"recovered\":1,\"data\":5,\"topic\":7}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_OK);
+    ck_assert(srv.id.len == 0 && !srv.has_seq && srv.recovered == -1 && srv.data.len == 0);
+    ck_assert_str_eq(srv.topic, "");
+    m = "{\"op\":\"message\",\"data\":[1],\"data\":[2],\"seq\":-1,\"topic\":\"a\\u0000b\"}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_OK);
+    ck_span(srv.data, "[1]");
+    ck_assert(!srv.has_seq);
+    ck_assert_str_eq(srv.topic, "a");
+    m = "{\"op\":\"hello\",\"heartbeat\":1e1,\"max_message\":1.5}";
+    ck_assert_int_eq(parse_srv(m, strlen(m)), MSG_OK);
+    ck_assert(srv.heartbeat == 10.0 && srv.max_message == 0);
+}
+END_TEST
+
+/* The whole of every message, every prefix, at the guard page. */
+START_TEST(parse_server_prefixes)
+{
+    const char *m = "{\"op\":\"ack\",\"id\":\"x\",\"topic\":\"t\\u00e9\",\"seq\":3,\"epoch\":\"e\","
+                    "\"recovered\":false}";
+    size_t n = strlen(m);
+    ck_assert_int_eq(parse_srv(m, n), MSG_OK);
+    ck_assert_int_eq(srv.recovered, 0);
+    ck_assert_str_eq(srv.topic, "t\xc3\xa9");
+    for (size_t cut = 0; cut < n; cut++)
+        ck_assert_int_eq(parse_srv(m, cut), MSG_E_BAD_JSON);
+}
+END_TEST
+
+static Suite *msg_suite(void)
+{
+    Suite *s = suite_create("msg");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, parse_subscribe);
+    tcase_add_test(tc, parse_subscribe_history);
+    tcase_add_test(tc, parse_unsubscribe);
+    tcase_add_test(tc, parse_publish_example);
+    tcase_add_test(tc, parse_publish_data_exact);
+    tcase_add_test(tc, parse_publish_nested_deep);
+    tcase_add_test(tc, parse_publish_big_data);
+    tcase_add_test(tc, parse_ping);
+    tcase_add_test(tc, parse_id_spellings);
+    tcase_add_test(tc, parse_whitespace_and_bom);
+    tcase_add_test(tc, parse_unknown_members_ignored);
+    tcase_add_test(tc, parse_duplicate_keys_first_wins);
+    tcase_add_test(tc, parse_escaped_keys);
+    tcase_add_test(tc, parse_member_names_case_sensitive);
+    tcase_add_test(tc, parse_topic_decoding);
+    tcase_add_test(tc, parse_epoch_limit);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_test(tc, err_bad_json);
+    tcase_add_test(tc, err_not_object);
+    tcase_add_test(tc, err_every_prefix_is_bad_json);
+    tcase_add_test(tc, err_op);
+    tcase_add_test(tc, err_id_type);
+    tcase_add_test(tc, err_topic_and_data);
+    tcase_add_test(tc, err_last_since_epoch);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("encode");
+    tcase_add_test(tc, encode_message);
+    tcase_add_test(tc, encode_hello);
+    tcase_add_test(tc, encode_ack);
+    tcase_add_test(tc, encode_error);
+    tcase_add_test(tc, encode_pong);
+    tcase_add_test(tc, encode_publish);
+    tcase_add_test(tc, encode_subscribe);
+    tcase_add_test(tc, escape);
+    tcase_add_test(tc, bounds_hold_for_random_inputs);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("roundtrip");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, roundtrip_client_encoders);
+    tcase_add_test(tc, roundtrip_server_encoders);
+    tcase_add_test(tc, parse_server_protocol_examples);
+    tcase_add_test(tc, parse_server_errors_and_limits);
+    tcase_add_test(tc, parse_server_prefixes);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(msg_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
