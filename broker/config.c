@@ -1,0 +1,408 @@
+/*
+ * config.c - flags and WSBROKER_* environment variables.
+ *
+ * Every flag has an environment variable of the same name (--max-backlog is
+ * WSBROKER_MAX_BACKLOG); flags win. Byte sizes take k/m/g suffixes (powers of
+ * 1024) and durations take fractional seconds, so tests can use short ones.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "log.h"
+
+enum {
+    OPT_PORT = 256,
+    OPT_BIND,
+    OPT_WORKERS,
+    OPT_MAX_MESSAGE,
+    OPT_MAX_BACKLOG,
+    OPT_SLOW_CONSUMER,
+    OPT_PING_INTERVAL,
+    OPT_PING_TIMEOUT,
+    OPT_CLOSE_TIMEOUT,
+    OPT_HANDSHAKE_TIMEOUT,
+    OPT_MAX_CONNECTIONS,
+    OPT_MAX_SUBSCRIPTIONS,
+    OPT_ALLOWED_ORIGINS,
+    OPT_NO_ECHO,
+    OPT_WEB_ROOT,
+    OPT_LOG_LEVEL,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+static const struct option options[] = {
+    {"port", required_argument, NULL, OPT_PORT},
+    {"bind", required_argument, NULL, OPT_BIND},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"max-backlog", required_argument, NULL, OPT_MAX_BACKLOG},
+    {"slow-consumer", required_argument, NULL, OPT_SLOW_CONSUMER},
+    {"ping-interval", required_argument, NULL, OPT_PING_INTERVAL},
+    {"ping-timeout", required_argument, NULL, OPT_PING_TIMEOUT},
+    {"close-timeout", required_argument, NULL, OPT_CLOSE_TIMEOUT},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-subscriptions", required_argument, NULL, OPT_MAX_SUBSCRIPTIONS},
+    {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
+    {"no-echo", no_argument, NULL, OPT_NO_ECHO},
+    {"web-root", required_argument, NULL, OPT_WEB_ROOT},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static const char usage[] =
+    "Usage: wsbroker [OPTION]...\n"
+    "WebSocket publish/subscribe broker (RFC 6455; protocol: PROTOCOL.md).\n"
+    "\n"
+    "Every option can also be set by an environment variable: --max-backlog is\n"
+    "WSBROKER_MAX_BACKLOG, --no-echo is WSBROKER_NO_ECHO=1. Options win.\n"
+    "Sizes accept k, m, g suffixes (x1024); durations are seconds (0.5 works).\n"
+    "\n"
+    "  --port N               TCP port (default 8080)\n"
+    "  --bind ADDR            listen address, IPv4 or IPv6 (default 127.0.0.1;\n"
+    "                         0.0.0.0 for every interface)\n"
+    "  --workers N            worker threads, each with its own event loop\n"
+    "                         (default: number of CPUs, at most 64)\n"
+    "  --max-message SIZE     largest message accepted (default 1m)\n"
+    "  --max-backlog SIZE     bytes queued per connection before the slow-consumer\n"
+    "                         policy applies (default 8m)\n"
+    "  --slow-consumer POLICY close (default): close with 1008; drop: skip\n"
+    "                         messages until the backlog halves\n"
+    "  --ping-interval S      server Ping period (default 20; 0 disables)\n"
+    "  --ping-timeout S       close 1001 if nothing arrives this long after a\n"
+    "                         Ping (default 10)\n"
+    "  --close-timeout S      wait for the peer's Close, and the shutdown drain\n"
+    "                         (default 5)\n"
+    "  --handshake-timeout S  time allowed to send the HTTP request (default 10)\n"
+    "  --max-connections N    WebSocket connections accepted at once; more get 503\n"
+    "                         (default 0: limited only by file descriptors)\n"
+    "  --max-subscriptions N  subscriptions per connection (default 1000)\n"
+    "  --allowed-origins LIST comma-separated Origin values allowed to connect\n"
+    "                         (default: any)\n"
+    "  --no-echo              disable the /echo endpoint\n"
+    "  --web-root DIR         serve static files from DIR at / (default: none)\n"
+    "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --help                 show this help and exit\n"
+    "  --version              show the version and exit\n";
+
+static int fail(const char *flag, const char *value, const char *why)
+{
+    fprintf(stderr, "wsbroker: invalid value '%s' for %s: %s\n", value, flag, why);
+    return 2;
+}
+
+static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    uint64_t mult = 1;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'k':
+        mult = 1024;
+        break;
+    case 'm':
+        mult = 1024 * 1024;
+        break;
+    case 'g':
+        mult = 1024ull * 1024 * 1024;
+        break;
+    default:
+        return -1;
+    }
+    if (*end != '\0') {
+        end++;
+        if (strcasecmp(end, "ib") == 0 || strcasecmp(end, "b") == 0)
+            end += strlen(end);
+        if (*end != '\0')
+            return -1;
+    }
+    if (v > max / mult || v * mult < min || v * mult > max)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+static int parse_seconds(const char *s, double min, double max, double *out)
+{
+    char *end;
+    if (!(isdigit((unsigned char)s[0]) || s[0] == '.'))
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes") ||
+        !strcasecmp(s, "on")) {
+        *out = true;
+        return 0;
+    }
+    if (!strcmp(s, "0") || !strcasecmp(s, "false") || !strcasecmp(s, "no") ||
+        !strcasecmp(s, "off") || s[0] == '\0') {
+        *out = false;
+        return 0;
+    }
+    return -1;
+}
+
+static void free_origins(cfg_t *cfg)
+{
+    for (size_t i = 0; i < cfg->norigins; i++)
+        free(cfg->origins[i]);
+    free(cfg->origins);
+    cfg->origins = NULL;
+    cfg->norigins = 0;
+}
+
+static int set_origins(cfg_t *cfg, const char *list)
+{
+    free_origins(cfg);
+    size_t n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    cfg->origins = calloc(n, sizeof(char *));
+    if (cfg->origins == NULL)
+        return -1;
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len > 0 && (p[0] == ' ' || p[0] == '\t')) {
+            p++;
+            len--;
+        }
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len > 0) {
+            cfg->origins[cfg->norigins] = strndup(p, len);
+            if (cfg->origins[cfg->norigins] == NULL)
+                return -1;
+            cfg->norigins++;
+        }
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    if (cfg->norigins == 0)
+        return -1;
+    return 0;
+}
+
+/* Apply one option; flag is the name for messages ("--port" or the env var). */
+static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
+{
+    uint64_t u;
+    bool b;
+    switch (opt) {
+    case OPT_PORT:
+        if (parse_uint(v, 1, 65535, &u) != 0)
+            return fail(flag, v, "expected a port number from 1 to 65535");
+        cfg->port = (int)u;
+        return 0;
+    case OPT_BIND: {
+        struct sockaddr_in6 a6;
+        struct sockaddr_in a4;
+        if (strlen(v) >= sizeof(cfg->bind) ||
+            (uv_ip4_addr(v, 0, &a4) != 0 && uv_ip6_addr(v, 0, &a6) != 0))
+            return fail(flag, v, "expected an IPv4 or IPv6 address such as 127.0.0.1 or ::");
+        snprintf(cfg->bind, sizeof(cfg->bind), "%s", v);
+        return 0;
+    }
+    case OPT_WORKERS:
+        if (parse_uint(v, 1, CFG_MAX_WORKERS, &u) != 0)
+            return fail(flag, v, "expected a number of threads from 1 to 64");
+        cfg->workers = (int)u;
+        return 0;
+    case OPT_MAX_MESSAGE:
+        if (parse_size(v, 125, 256ull << 20, &cfg->max_message) != 0)
+            return fail(flag, v, "expected a size from 125 bytes to 256m");
+        return 0;
+    case OPT_MAX_BACKLOG:
+        if (parse_size(v, 1024, 1ull << 32, &cfg->max_backlog) != 0)
+            return fail(flag, v, "expected a size from 1k to 4g");
+        return 0;
+    case OPT_SLOW_CONSUMER:
+        if (strcmp(v, "close") == 0)
+            cfg->slow_consumer = SLOW_CLOSE;
+        else if (strcmp(v, "drop") == 0)
+            cfg->slow_consumer = SLOW_DROP;
+        else
+            return fail(flag, v, "expected 'close' or 'drop'");
+        return 0;
+    case OPT_PING_INTERVAL:
+        if (parse_seconds(v, 0, 86400, &cfg->ping_interval) != 0)
+            return fail(flag, v, "expected seconds from 0 (off) to 86400");
+        return 0;
+    case OPT_PING_TIMEOUT:
+        if (parse_seconds(v, 0.01, 86400, &cfg->ping_timeout) != 0)
+            return fail(flag, v, "expected seconds from 0.01 to 86400");
+        return 0;
+    case OPT_CLOSE_TIMEOUT:
+        if (parse_seconds(v, 0.01, 3600, &cfg->close_timeout) != 0)
+            return fail(flag, v, "expected seconds from 0.01 to 3600");
+        return 0;
+    case OPT_HANDSHAKE_TIMEOUT:
+        if (parse_seconds(v, 0.01, 3600, &cfg->handshake_timeout) != 0)
+            return fail(flag, v, "expected seconds from 0.01 to 3600");
+        return 0;
+    case OPT_MAX_CONNECTIONS:
+        if (parse_uint(v, 0, 100000000, &u) != 0)
+            return fail(flag, v, "expected a count (0 for no limit)");
+        cfg->max_connections = (uint32_t)u;
+        return 0;
+    case OPT_MAX_SUBSCRIPTIONS:
+        if (parse_uint(v, 1, 1000000, &u) != 0)
+            return fail(flag, v, "expected a count from 1 to 1000000");
+        cfg->max_subscriptions = (uint32_t)u;
+        return 0;
+    case OPT_ALLOWED_ORIGINS:
+        if (set_origins(cfg, v) != 0)
+            return fail(flag, v, "expected a comma-separated list of origins");
+        return 0;
+    case OPT_NO_ECHO:
+        if (v == NULL) {
+            cfg->echo = false;
+            return 0;
+        }
+        if (parse_bool(v, &b) != 0)
+            return fail(flag, v, "expected 1/0, true/false, yes/no or on/off");
+        cfg->echo = !b;
+        return 0;
+    case OPT_WEB_ROOT:
+        free(cfg->web_root);
+        cfg->web_root = NULL;
+        if (v[0] != '\0' && (cfg->web_root = strdup(v)) == NULL)
+            return 2;
+        return 0;
+    case OPT_LOG_LEVEL: {
+        int l = log_parse_level(v);
+        if (l < 0)
+            return fail(flag, v, "expected debug, info, warn or error");
+        cfg->log_level = l;
+        return 0;
+    }
+    }
+    return 2;
+}
+
+static void env_name(const char *opt, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "WSBROKER_");
+    for (; *opt && n + 1 < cap; opt++)
+        out[n++] = *opt == '-' ? '_' : (char)toupper((unsigned char)*opt);
+    out[n] = '\0';
+}
+
+int cfg_load(cfg_t *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->bind, sizeof(cfg->bind), "127.0.0.1");
+    cfg->port = 8080;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = ncpu < 1 ? 1 : ncpu > CFG_MAX_WORKERS ? CFG_MAX_WORKERS : (int)ncpu;
+    cfg->max_message = 1 << 20;
+    cfg->max_backlog = 8 << 20;
+    cfg->slow_consumer = SLOW_CLOSE;
+    cfg->ping_interval = 20;
+    cfg->ping_timeout = 10;
+    cfg->close_timeout = 5;
+    cfg->handshake_timeout = 10;
+    cfg->max_subscriptions = 1000;
+    cfg->echo = true;
+    cfg->log_level = LOG_INFO;
+
+    for (const struct option *o = options; o->name != NULL; o++) {
+        if (o->val == OPT_HELP || o->val == OPT_VERSION)
+            continue;
+        char name[64];
+        env_name(o->name, name, sizeof(name));
+        const char *v = getenv(name);
+        if (v != NULL && apply(cfg, o->val, name, v) != 0)
+            return 2;
+    }
+
+    opterr = 0;
+    optind = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (opt == OPT_VERSION) {
+            printf("wsbroker %s\n", WSBROKER_VERSION);
+            return 1;
+        }
+        if (opt == '?' || opt == ':') {
+            const char *arg = argv[optind - 1];
+            fprintf(stderr, "wsbroker: %s option '%s'\nTry 'wsbroker --help'.\n",
+                    opt == ':' ? "missing value for" : "unknown", arg);
+            return 2;
+        }
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", options[opt - OPT_PORT].name);
+        if (apply(cfg, opt, flag, opt == OPT_NO_ECHO ? NULL : optarg) != 0)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wsbroker: unexpected argument '%s'\nTry 'wsbroker --help'.\n",
+                argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+void cfg_free(cfg_t *cfg)
+{
+    free(cfg->web_root);
+    cfg->web_root = NULL;
+    free_origins(cfg);
+}
+
+bool cfg_origin_allowed(const cfg_t *cfg, const char *origin, size_t len)
+{
+    if (cfg->origins == NULL)
+        return true;
+    for (size_t i = 0; i < cfg->norigins; i++)
+        if (strlen(cfg->origins[i]) == len && strncasecmp(cfg->origins[i], origin, len) == 0)
+            return true;
+    return false;
+}

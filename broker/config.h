@@ -1,0 +1,50 @@
+/*
+ * config.h - the broker's configuration: flags, environment variables and
+ * their defaults. Parsed once in main and frozen before any worker starts;
+ * workers only read it.
+ */
+#ifndef WSBROKER_CONFIG_H
+#define WSBROKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_MAX_WORKERS 64
+
+typedef enum slow_policy {
+    SLOW_CLOSE = 0,
+    SLOW_DROP,
+} slow_policy_t;
+
+typedef struct cfg {
+    char bind[64];
+    int port;
+    int workers;
+    uint64_t max_message;
+    uint64_t max_backlog;
+    slow_policy_t slow_consumer;
+    double ping_interval; /* seconds; 0 disables server pings */
+    double ping_timeout;
+    double close_timeout;
+    double handshake_timeout;
+    uint32_t max_connections; /* 0: no limit but the fd limit */
+    uint32_t max_subscriptions;
+    bool echo;
+    char *web_root; /* NULL: no static files */
+    char **origins; /* NULL: every Origin accepted */
+    size_t norigins;
+    int log_level;
+} cfg_t;
+
+/* Fill cfg from defaults, then the environment (WSBROKER_*), then argv.
+ * Returns 0 to run, 1 when --help or --version was printed (exit 0), or 2
+ * after printing a clear message to stderr (exit 2). */
+int cfg_load(cfg_t *cfg, int argc, char **argv);
+
+void cfg_free(cfg_t *cfg);
+
+/* True if origin (not NUL-terminated) is allowed by --allowed-origins. */
+bool cfg_origin_allowed(const cfg_t *cfg, const char *origin, size_t len);
+
+#endif

@@ -1,0 +1,811 @@
+/*
+ * conn.c - connection lifecycle, input parsing and output queueing (see
+ * conn.h for the state machine).
+ */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <wsproto/ws_handshake.h>
+
+#include "http.h"
+#include "log.h"
+#include "pubsub.h"
+
+#define IOV_BATCH     256
+#define WREQ_POOL_MAX 1024
+
+struct wreq {
+    uv_write_t req;
+    conn_t *c;
+    uint32_t nframes;
+    uint64_t bytes;
+    wreq_t *next_free;
+};
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_close(uv_handle_t *h);
+static void finish_if_flushed(conn_t *c);
+
+/* ---- Worker-local lists and bookkeeping. ---- */
+
+static void sup_move(conn_t *c, link_t *list)
+{
+    link_remove(&c->sup);
+    c->since = wrk_now(c->w);
+    link_insert_tail(list, &c->sup);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    conn_t *c = h->data;
+    /* One buffer per worker: libuv calls read_cb right after alloc_cb on
+     * the same thread, and everything kept past read_cb is copied out. */
+    *buf = uv_buf_init((char *)c->w->rbuf, sizeof(c->w->rbuf));
+}
+
+void conn_accept(wrk_t *w)
+{
+    conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        LOG(LOG_ERROR, w->id, 0, "accept_failed", "error=ENOMEM");
+        return;
+    }
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    c->w = w;
+    c->id = ++w->next_id;
+    link_insert_tail(&w->conns, &c->all);
+    w->nconns++;
+    STAT_ADD(&w->stats, tcp_open, 1);
+    int rc = uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp);
+    if (rc != 0) {
+        LOG(LOG_WARN, w->id, c->id, "accept_failed", "error=%s", uv_strerror(rc));
+        conn_abort(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    sup_move(c, &w->hs_list);
+    if (w->phase > 0) {
+        conn_abort(c);
+        return;
+    }
+    rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc != 0) {
+        conn_abort(c);
+        return;
+    }
+    if (log_min_level <= LOG_DEBUG) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        char ip[64] = "?";
+        int port = 0;
+        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET6) {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            } else {
+                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            }
+        }
+        LOG(LOG_DEBUG, w->id, c->id, "accept", "peer=%s:%d", ip, port);
+    }
+}
+
+/* ---- Output ring. ---- */
+
+static inline frame_t *q_at(const conn_t *c, uint32_t i)
+{
+    return c->q[(c->q_head + i) & (c->q_cap - 1)];
+}
+
+static int q_push(conn_t *c, frame_t *f)
+{
+    if (c->q_len == c->q_cap) {
+        uint32_t ncap = c->q_cap ? c->q_cap * 2 : 8;
+        frame_t **nq = malloc(ncap * sizeof(*nq));
+        if (nq == NULL)
+            return -1;
+        for (uint32_t i = 0; i < c->q_len; i++)
+            nq[i] = q_at(c, i);
+        free(c->q);
+        c->q = nq;
+        c->q_cap = ncap;
+        c->q_head = 0;
+    }
+    c->q[(c->q_head + c->q_len) & (c->q_cap - 1)] = f;
+    c->q_len++;
+    c->out_bytes += f->len;
+    return 0;
+}
+
+/* Release the first n frames of the ring. */
+static void q_pop(conn_t *c, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        frame_unref(q_at(c, i));
+    c->q_head = (c->q_head + n) & (c->q_cap - 1);
+    c->q_len -= n;
+    if (c->q_len == 0) {
+        c->q_head = 0;
+        if (c->q_cap > 8) {
+            /* Give memory back once a burst is written: idle connections
+             * stay small. */
+            free(c->q);
+            c->q = NULL;
+            c->q_cap = 0;
+        }
+    }
+}
+
+/* Release the frames not yet handed to the kernel (after the in-flight
+ * ones). Used when closing: they will never be sent. */
+static void q_drop_unsent(conn_t *c)
+{
+    uint32_t keep = c->q_inflight;
+    if (keep == 0 && c->out_off > 0)
+        keep = 1; /* a partly written frame must be completed */
+    for (uint32_t i = keep; i < c->q_len; i++) {
+        frame_t *f = q_at(c, i);
+        c->out_bytes -= f->len;
+        frame_unref(f);
+    }
+    c->q_len = keep;
+}
+
+static void mark_pending(conn_t *c)
+{
+    if (!link_linked(&c->pending))
+        link_insert_tail(&c->w->pending, &c->pending);
+}
+
+void conn_pause(conn_t *c)
+{
+    if (!(c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->flags |= CF_PAUSED;
+    }
+}
+
+void conn_resume(conn_t *c)
+{
+    if ((c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
+        c->flags &= ~CF_PAUSED;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+            conn_abort(c);
+    }
+}
+
+void conn_send(conn_t *c, frame_t *f)
+{
+    if (f == NULL) {
+        conn_abort(c);
+        return;
+    }
+    /* After our Close nothing else may follow it. */
+    if (c->state == CONN_CLOSED || ((c->flags & CF_CLOSE_SENT) && f->opcode != WS_OP_CLOSE)) {
+        frame_unref(f);
+        return;
+    }
+    if (q_push(c, f) != 0) {
+        frame_unref(f);
+        conn_abort(c);
+        return;
+    }
+    mark_pending(c);
+    uint64_t limit = c->w->cfg->max_backlog;
+    if (c->out_bytes > 2 * limit && c->state == CONN_OPEN) {
+        conn_close_slow(c);
+    } else if (c->out_bytes > limit && c->state == CONN_OPEN) {
+        /* Replies pile up: stop reading requests until the peer reads. */
+        conn_pause(c);
+    }
+}
+
+/* Remember c for a slow-consumer close after the delivery batch: closing
+ * now would unsubscribe c while the batch walks the subscription lists. */
+static void mark_slow(conn_t *c)
+{
+    wrk_t *w = c->w;
+    if (w->nslow == w->slow_cap) {
+        size_t ncap = w->slow_cap ? w->slow_cap * 2 : 16;
+        conn_t **ns = realloc(w->slow, ncap * sizeof(*ns));
+        if (ns == NULL) {
+            /* Cannot remember it: shed its messages instead. */
+            c->flags |= CF_DROPPING;
+            return;
+        }
+        w->slow = ns;
+        w->slow_cap = ncap;
+    }
+    w->slow[w->nslow++] = c;
+    c->flags |= CF_SLOW;
+}
+
+bool conn_deliver(conn_t *c, frame_t *f)
+{
+    if (c->state != CONN_OPEN || (c->flags & CF_SLOW))
+        return false;
+    const cfg_t *cfg = c->w->cfg;
+    if (c->flags & CF_DROPPING) {
+        if (c->out_bytes >= cfg->max_backlog / 2) {
+            STAT_ADD(&c->w->stats, slow_drops, 1);
+            return false;
+        }
+        c->flags &= ~CF_DROPPING;
+    }
+    if (c->out_bytes + f->len > cfg->max_backlog) {
+        if (cfg->slow_consumer == SLOW_DROP) {
+            c->flags |= CF_DROPPING;
+            STAT_ADD(&c->w->stats, slow_drops, 1);
+            LOG(LOG_DEBUG, c->w->id, c->id, "slow_consumer_drop", "backlog=%llu",
+                (unsigned long long)c->out_bytes);
+        } else {
+            mark_slow(c);
+        }
+        return false;
+    }
+    if (q_push(c, f) != 0) {
+        mark_slow(c);
+        return false;
+    }
+    mark_pending(c);
+    return true;
+}
+
+void conn_close_slow(conn_t *c)
+{
+    c->flags &= ~CF_SLOW;
+    if (c->state != CONN_OPEN)
+        return;
+    STAT_ADD(&c->w->stats, slow_closes, 1);
+    LOG(LOG_INFO, c->w->id, c->id, "slow_consumer_close", "backlog=%llu",
+        (unsigned long long)c->out_bytes);
+    /* Queued messages would only delay the Close behind the backlog the
+     * peer is not reading: skip them. */
+    q_drop_unsent(c);
+    conn_close(c, WS_CLOSE_POLICY, "slow consumer", false);
+}
+
+/* ---- Writing. ---- */
+
+static wreq_t *wreq_get(wrk_t *w)
+{
+    wreq_t *r = w->wreq_free;
+    if (r != NULL) {
+        w->wreq_free = r->next_free;
+        w->wreq_nfree--;
+        return r;
+    }
+    return malloc(sizeof(*r));
+}
+
+static void wreq_put(wrk_t *w, wreq_t *r)
+{
+    if (w->wreq_nfree >= WREQ_POOL_MAX) {
+        free(r);
+        return;
+    }
+    r->next_free = w->wreq_free;
+    w->wreq_free = r;
+    w->wreq_nfree++;
+}
+
+void conn_pool_free(wrk_t *w)
+{
+    while (w->wreq_free != NULL) {
+        wreq_t *r = w->wreq_free;
+        w->wreq_free = r->next_free;
+        free(r);
+    }
+    w->wreq_nfree = 0;
+}
+
+/* Account for n bytes written from the head of the ring. */
+static void consume(conn_t *c, size_t n)
+{
+    STAT_ADD(&c->w->stats, bytes_out, n);
+    c->out_bytes -= n;
+    uint32_t done = 0;
+    while (n > 0) {
+        frame_t *f = q_at(c, done);
+        size_t rem = f->len - c->out_off;
+        if (n < rem) {
+            c->out_off += (uint32_t)n;
+            break;
+        }
+        n -= rem;
+        c->out_off = 0;
+        done++;
+    }
+    q_pop(c, done);
+}
+
+static void after_output(conn_t *c)
+{
+    if ((c->flags & CF_PAUSED) && c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
+        conn_resume(c);
+    finish_if_flushed(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *r = (wreq_t *)req;
+    conn_t *c = r->c;
+    wrk_t *w = c->w;
+    c->flags &= ~CF_WRITING;
+    if (status == 0)
+        STAT_ADD(&w->stats, bytes_out, r->bytes);
+    c->out_bytes -= r->bytes;
+    c->out_off = 0;
+    c->q_inflight = 0;
+    q_pop(c, r->nframes);
+    wreq_put(w, r);
+    if (c->state == CONN_CLOSED)
+        return;
+    if (status < 0) {
+        LOG(LOG_DEBUG, w->id, c->id, "write_failed", "error=%s", uv_strerror(status));
+        conn_abort(c);
+        return;
+    }
+    if (c->q_len > 0)
+        conn_flush(c);
+    else
+        after_output(c);
+}
+
+void conn_flush(conn_t *c)
+{
+    if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
+        return;
+    uv_buf_t iov[IOV_BATCH];
+    /* A few rounds of try_write keep a fast reader's socket full without a
+     * write request; what the kernel does not take goes to uv_write. */
+    for (int round = 0; round < 4 && c->q_len > 0; round++) {
+        uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
+        size_t total = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            frame_t *f = q_at(c, i);
+            size_t off = i == 0 ? c->out_off : 0;
+            iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+            total += f->len - off;
+        }
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+        if (rc == UV_EAGAIN || rc == UV_ENOSYS)
+            rc = 0;
+        if (rc < 0) {
+            LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=%s", uv_strerror(rc));
+            conn_abort(c);
+            return;
+        }
+        consume(c, (size_t)rc);
+        if ((size_t)rc < total)
+            break;
+    }
+    if (c->q_len == 0) {
+        after_output(c);
+        return;
+    }
+    uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
+    wreq_t *r = wreq_get(c->w);
+    if (r == NULL) {
+        conn_abort(c);
+        return;
+    }
+    r->c = c;
+    r->nframes = n;
+    r->bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        frame_t *f = q_at(c, i);
+        size_t off = i == 0 ? c->out_off : 0;
+        iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+        r->bytes += f->len - off;
+    }
+    c->q_inflight = n;
+    c->flags |= CF_WRITING;
+    int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
+    if (rc != 0) {
+        c->flags &= ~CF_WRITING;
+        c->q_inflight = 0;
+        wreq_put(c->w, r);
+        conn_abort(c);
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn_t *c = req->data;
+    free(req);
+    if (status < 0 && status != UV_ECANCELED)
+        conn_abort(c);
+    /* Otherwise keep reading (and discarding) until the peer's EOF, so our
+     * last frames are not destroyed by an RST; the closing list bounds it. */
+}
+
+/* Once everything is written and the connection is finishing, send FIN. */
+static void finish_if_flushed(conn_t *c)
+{
+    if (!(c->flags & CF_FINISH) || (c->flags & (CF_SHUT | CF_WRITING)) || c->q_len > 0 ||
+        c->state == CONN_CLOSED)
+        return;
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        conn_abort(c);
+        return;
+    }
+    req->data = c;
+    c->flags |= CF_SHUT | CF_DISCARD;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
+        conn_abort(c);
+        return;
+    }
+    conn_resume(c);
+}
+
+/* ---- Closing. ---- */
+
+void conn_abort(conn_t *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    wrk_t *w = c->w;
+    if (c->endpoint == EP_PUBSUB)
+        pubsub_unsubscribe_all(c);
+    c->state = CONN_CLOSED;
+    link_remove(&c->sup);
+    link_remove(&c->wait);
+    link_remove(&c->pending);
+    if (c->flags & CF_WS) {
+        STAT_SUB(&w->stats, conns_open, 1);
+        atomic_fetch_sub_explicit(&w->b->ws_open, 1, memory_order_relaxed);
+    }
+    free(c->head);
+    c->head = NULL;
+    free(c->msg);
+    c->msg = NULL;
+    q_drop_unsent(c);
+    LOG(LOG_DEBUG, w->id, c->id, "close", NULL);
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    wrk_t *w = c->w;
+    /* Any write was cancelled and its callback has run: the ring holds
+     * only a partly written frame, if anything. */
+    if (c->q_len > 0)
+        q_pop(c, c->q_len);
+    free(c->q);
+    link_remove(&c->all);
+    w->nconns--;
+    STAT_SUB(&w->stats, tcp_open, 1);
+    free(c);
+    if (w->phase == 2 && w->nconns == 0)
+        uv_stop(&w->loop);
+}
+
+void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->state == CONN_HTTP) {
+        conn_abort(c);
+        return;
+    }
+    if (c->state == CONN_OPEN) {
+        c->state = CONN_CLOSING;
+        if (c->endpoint == EP_PUBSUB)
+            pubsub_unsubscribe_all(c);
+        link_remove(&c->wait);
+        sup_move(c, &c->w->closing_list);
+        free(c->msg);
+        c->msg = NULL;
+    }
+    if (!(c->flags & CF_CLOSE_SENT)) {
+        conn_send(c, frame_close(code, reason));
+        c->flags |= CF_CLOSE_SENT;
+        stats_close_sent(&c->w->stats, code);
+        LOG(code == WS_CLOSE_NORMAL || code == WS_CLOSE_GOING_AWAY ? LOG_DEBUG : LOG_INFO, c->w->id,
+            c->id, "ws_close_sent", "code=%u reason=\"%s\"", code, reason ? reason : "");
+    }
+    if (!wait_peer || (c->flags & CF_CLOSE_RCVD))
+        c->flags |= CF_FINISH;
+    if (c->flags & CF_PAUSED)
+        conn_resume(c);
+    mark_pending(c);
+}
+
+void conn_ping(conn_t *c)
+{
+    conn_send(c, frame_make(WS_OP_PING, NULL, 0));
+}
+
+/* ---- HTTP phase. ---- */
+
+/* Queue a complete HTTP response and close after it. */
+static void http_finish(conn_t *c, frame_t *response)
+{
+    conn_send(c, response);
+    c->state = CONN_CLOSING;
+    c->flags |= CF_FINISH | CF_DISCARD;
+    sup_move(c, &c->w->closing_list);
+    free(c->head);
+    c->head = NULL;
+}
+
+void conn_http_error(conn_t *c, int status, const char *message)
+{
+    LOG(LOG_DEBUG, c->w->id, c->id, "http_error", "status=%d reason=\"%s\"", status, message);
+    http_finish(c, http_error(status, message));
+}
+
+static void ws_input(conn_t *c, uint8_t *buf, size_t len);
+
+static bool path_is(const wsh_str_t *p, const char *s)
+{
+    size_t n = strlen(s);
+    return p->len == n && memcmp(p->p, s, n) == 0;
+}
+
+static void upgrade(conn_t *c, const wsh_request_t *req)
+{
+    wrk_t *w = c->w;
+    const cfg_t *cfg = w->cfg;
+    conn_endpoint_t ep = EP_NONE;
+    if (path_is(&req->path, "/ws") || path_is(&req->path, "/"))
+        ep = EP_PUBSUB;
+    else if (path_is(&req->path, "/echo") && cfg->echo)
+        ep = EP_ECHO;
+
+    wsh_upgrade_t up;
+    int status = wsh_check_upgrade(req, &up);
+    const char *why = up.error;
+    if (status == 101 && ep == EP_NONE) {
+        status = 404;
+        why = "no WebSocket endpoint at this path";
+    }
+    if (status == 101 && up.origin.len > 0 &&
+        !cfg_origin_allowed(cfg, up.origin.p, up.origin.len)) {
+        status = 403;
+        why = "origin not allowed";
+    }
+    if (status == 101 && atomic_load(&w->b->shutting_down)) {
+        status = 503;
+        why = "server shutting down";
+    }
+    if (status == 101) {
+        uint32_t open = atomic_fetch_add_explicit(&w->b->ws_open, 1, memory_order_relaxed);
+        c->flags |= CF_WS;
+        if (cfg->max_connections > 0 && open >= cfg->max_connections) {
+            atomic_fetch_sub_explicit(&w->b->ws_open, 1, memory_order_relaxed);
+            c->flags &= ~CF_WS;
+            status = 503;
+            why = "connection limit reached";
+        }
+    }
+    if (status != 101) {
+        STAT_ADD(&w->stats, handshake_rejects, 1);
+        LOG(LOG_INFO, w->id, c->id, "handshake_rejected", "status=%d reason=\"%s\" path=%.*s",
+            status, why ? why : "", (int)(req->path.len > 200 ? 200 : req->path.len), req->path.p);
+        http_finish(c, http_error(status, why ? why : wsh_status_text(status)));
+        return;
+    }
+
+    char resp[512];
+    int n = wsh_write_101(resp, sizeof(resp), &up, NULL);
+    if (n < 0) {
+        conn_abort(c);
+        return;
+    }
+    STAT_ADD(&w->stats, conns_open, 1);
+    STAT_ADD(&w->stats, conns_total, 1);
+    c->state = CONN_OPEN;
+    c->endpoint = (uint8_t)ep;
+    ws_parser_init(&c->wp, WS_ROLE_SERVER, cfg->max_message, 0);
+    sup_move(c, &w->ping_list);
+    conn_send(c, frame_raw(resp, (size_t)n));
+    LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s", (int)req->path.len, req->path.p);
+    if (ep == EP_PUBSUB)
+        pubsub_open(c);
+}
+
+static void on_request(conn_t *c, wsh_request_t *req)
+{
+    if (wsh_wants_upgrade(req)) {
+        upgrade(c, req);
+        return;
+    }
+    STAT_ADD(&c->w->stats, http_requests, 1);
+    http_finish(c, http_respond(c->w, req));
+}
+
+static void http_input(conn_t *c, uint8_t *buf, size_t len)
+{
+    wsh_request_t req;
+    int r;
+    if (c->head == NULL) {
+        size_t scanned = 0;
+        r = wsh_parse_request((const char *)buf, len, &scanned, &req);
+        if (r > 0) {
+            on_request(c, &req);
+            if (c->state == CONN_OPEN && (size_t)r < len)
+                ws_input(c, buf + r, len - (size_t)r);
+            return;
+        }
+        if (r == WS_AGAIN) {
+            /* Keep the partial head; at most WSH_MAX_HEAD bytes. */
+            c->head = malloc(WSH_MAX_HEAD);
+            if (c->head == NULL) {
+                conn_abort(c);
+                return;
+            }
+            size_t take = len < WSH_MAX_HEAD ? len : WSH_MAX_HEAD;
+            memcpy(c->head, buf, take);
+            c->head_len = (uint32_t)take;
+            c->head_scanned = scanned;
+            if (take == len)
+                return;
+            r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
+            buf += take;
+            len -= take;
+        }
+    } else {
+        size_t room = WSH_MAX_HEAD - c->head_len;
+        size_t take = len < room ? len : room;
+        memcpy(c->head + c->head_len, buf, take);
+        c->head_len += (uint32_t)take;
+        buf += take;
+        len -= take;
+        r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
+    }
+    if (r == WS_AGAIN && c->head_len < WSH_MAX_HEAD)
+        return;
+    if (r == WS_AGAIN)
+        r = WS_E_HTTP_TOO_BIG;
+    if (r == WS_E_HTTP_TOO_BIG) {
+        conn_http_error(c, 431, "request head too large");
+        return;
+    }
+    if (r < 0) {
+        conn_http_error(c, 400, "malformed HTTP request");
+        return;
+    }
+    /* Complete head in c->head; bytes after it (early frames) follow. */
+    char *head = c->head;
+    uint32_t head_len = c->head_len;
+    c->head = NULL;
+    on_request(c, &req);
+    if (c->state == CONN_OPEN) {
+        if ((uint32_t)r < head_len)
+            ws_input(c, (uint8_t *)head + r, head_len - (uint32_t)r);
+        if (len > 0 && c->state == CONN_OPEN)
+            ws_input(c, buf, len);
+    }
+    free(head);
+}
+
+/* ---- WebSocket phase. ---- */
+
+static void on_message(conn_t *c, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    if (c->endpoint == EP_ECHO) {
+        conn_send(c, frame_make(opcode, data, len));
+        return;
+    }
+    pubsub_message(c, data, len);
+}
+
+static void on_data(conn_t *c, const ws_event_t *ev)
+{
+    if (c->state != CONN_OPEN)
+        return; /* after our Close, data is read and ignored */
+    if (ev->first && ev->opcode == WS_OP_BINARY && c->endpoint == EP_PUBSUB) {
+        conn_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported", true);
+        return;
+    }
+    if (ev->first && ev->fin) {
+        on_message(c, ev->opcode, ev->data, ev->len);
+        return;
+    }
+    if (ev->first)
+        c->msg_len = 0;
+    if (c->msg_len + ev->len > c->msg_cap) {
+        /* The parser already bounded the message by --max-message. */
+        size_t ncap = c->msg_cap ? c->msg_cap : 4096;
+        while (ncap < c->msg_len + ev->len)
+            ncap *= 2;
+        uint8_t *nm = realloc(c->msg, ncap);
+        if (nm == NULL) {
+            conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            return;
+        }
+        c->msg = nm;
+        c->msg_cap = ncap;
+    }
+    if (ev->len > 0)
+        memcpy(c->msg + c->msg_len, ev->data, ev->len);
+    c->msg_len += ev->len;
+    if (ev->fin) {
+        on_message(c, ev->opcode, c->msg, c->msg_len);
+        free(c->msg);
+        c->msg = NULL;
+        c->msg_len = c->msg_cap = 0;
+    }
+}
+
+static void on_close_frame(conn_t *c, const ws_event_t *ev)
+{
+    stats_close_received(&c->w->stats, ev->close_code);
+    LOG(LOG_DEBUG, c->w->id, c->id, "ws_close_received", "code=%u", ev->close_code);
+    c->flags |= CF_CLOSE_RCVD;
+    if (c->state == CONN_OPEN) {
+        uint16_t code = ev->close_code ? ev->close_code : WS_CLOSE_NORMAL;
+        conn_close(c, code, NULL, false);
+    } else {
+        c->flags |= CF_FINISH | CF_DISCARD;
+        mark_pending(c);
+    }
+}
+
+static void ws_input(conn_t *c, uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ws_event_t ev;
+        ssize_t n = ws_parser_feed(&c->wp, buf + off, len - off, &ev);
+        if (n < 0) {
+            c->flags |= CF_DISCARD;
+            if (c->state == CONN_OPEN) {
+                uint16_t code = ws_close_code((int)n);
+                conn_close(c, code, ws_strerror((int)n), false);
+            } else {
+                conn_abort(c);
+            }
+            return;
+        }
+        off += (size_t)n;
+        switch (ev.type) {
+        case WS_EV_DATA:
+            on_data(c, &ev);
+            break;
+        case WS_EV_PING:
+            if (c->state == CONN_OPEN)
+                conn_send(c, frame_make(WS_OP_PONG, ev.data, ev.len));
+            break;
+        case WS_EV_CLOSE:
+            on_close_frame(c, &ev);
+            break;
+        case WS_EV_PONG:
+        case WS_EV_NONE:
+            break;
+        }
+        if (c->state == CONN_CLOSED || (c->flags & CF_DISCARD))
+            return;
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = s->data;
+    if (nread == 0 || c->state == CONN_CLOSED)
+        return;
+    if (nread < 0) {
+        LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=%s", uv_strerror((int)nread));
+        conn_abort(c);
+        return;
+    }
+    STAT_ADD(&c->w->stats, bytes_in, (uint64_t)nread);
+    if (c->flags & CF_DISCARD)
+        return;
+    /* Anything from the peer answers an outstanding Ping. */
+    link_remove(&c->wait);
+    if (c->state == CONN_HTTP)
+        http_input(c, (uint8_t *)buf->base, (size_t)nread);
+    else
+        ws_input(c, (uint8_t *)buf->base, (size_t)nread);
+}

@@ -1,0 +1,129 @@
+/*
+ * conn.h - one client connection, from accept to close.
+ *
+ *   HTTP ──(upgrade 101)──> OPEN ──(Close sent or received)──> CLOSING ──> CLOSED
+ *     └──(plain HTTP or a rejected upgrade: response)──────────> CLOSING
+ *
+ * A connection belongs to one worker and is touched only on that worker's
+ * loop. Input is read into the worker's shared buffer and parsed in place;
+ * a connection keeps bytes of its own only for an unfinished HTTP head or an
+ * unfinished message. Output is a ring of frame references (shared with
+ * other connections) flushed with vectored writes once per loop iteration.
+ * Closing is a state: conn_close() queues a Close frame and unlinks the
+ * connection from every subscription at once, conn_abort() drops TCP, and
+ * the memory goes in libuv's close callback.
+ */
+#ifndef WSBROKER_CONN_H
+#define WSBROKER_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+#include <wsproto/ws_frame.h>
+
+#include "frame.h"
+#include "link.h"
+#include "worker.h"
+
+typedef enum conn_state {
+    CONN_HTTP = 0,
+    CONN_OPEN,
+    CONN_CLOSING,
+    CONN_CLOSED,
+} conn_state_t;
+
+typedef enum conn_endpoint {
+    EP_NONE = 0,
+    EP_PUBSUB, /* /ws and / */
+    EP_ECHO,   /* /echo */
+} conn_endpoint_t;
+
+enum {
+    CF_WS = 1 << 0,         /* counted as an open WebSocket */
+    CF_CLOSE_SENT = 1 << 1, /* our Close frame is queued */
+    CF_CLOSE_RCVD = 1 << 2, /* the peer's Close arrived */
+    CF_FINISH = 1 << 3,     /* shut TCP down once the queue is flushed */
+    CF_SHUT = 1 << 4,       /* uv_shutdown issued */
+    CF_WRITING = 1 << 5,    /* a uv_write is in flight */
+    CF_PAUSED = 1 << 6,     /* reading stopped (backlog or shutdown) */
+    CF_DROPPING = 1 << 7,   /* slow-consumer drop policy active */
+    CF_DISCARD = 1 << 8,    /* input is ignored (parser failed, or shut) */
+    CF_SLOW = 1 << 9,       /* marked for a slow-consumer close */
+    CF_SUBPROTOCOL = 1 << 10,
+};
+
+typedef struct conn {
+    uv_tcp_t tcp; /* tcp.data == this */
+    wrk_t *w;
+    uint64_t id;
+    uint8_t state;
+    uint8_t endpoint;
+    uint16_t flags;
+    uint32_t nsubs;
+    link_t all;         /* w->conns */
+    link_t sup;         /* w->hs_list, ping_list or closing_list */
+    link_t wait;        /* w->wait_list */
+    link_t pending;     /* w->pending */
+    link_t subs;        /* sub_t.by_conn */
+    uint64_t since;     /* ms: accept, last Ping or close start (list order) */
+    uint64_t ping_sent; /* ms: the unanswered Ping */
+    uint64_t stamp;     /* last delivery round that reached this connection */
+
+    /* input */
+    ws_parser_t wp;
+    char *head; /* unfinished HTTP head, WSH_MAX_HEAD bytes, or NULL */
+    uint32_t head_len;
+    size_t head_scanned;
+    uint8_t *msg; /* unfinished message, or NULL */
+    size_t msg_len, msg_cap;
+
+    /* output: ring of frames; the first q_inflight are in a uv_write */
+    frame_t **q;
+    uint32_t q_cap, q_head, q_len, q_inflight;
+    uint32_t out_off;   /* bytes of the first frame already written */
+    uint64_t out_bytes; /* bytes queued and not yet written */
+} conn_t;
+
+/* Accept a connection on w's listener. */
+void conn_accept(wrk_t *w);
+
+/* Queue a frame that must not be dropped (reply, control frame, HTTP
+ * response). Takes over the caller's reference. Past --max-backlog reading
+ * pauses; past twice that the connection is closed as a slow consumer. */
+void conn_send(conn_t *c, frame_t *f);
+
+/* Queue a published message under the slow-consumer policy. Does NOT take
+ * a reference: returns true if f was queued and the caller owes the ring
+ * one reference (the fan-out adds them in bulk). Never closes c
+ * synchronously: a connection over the limit is put on w->slow. */
+bool conn_deliver(conn_t *c, frame_t *f);
+
+/* Close the WebSocket with code and reason: queue the Close, stop message
+ * processing, unsubscribe. wait_peer: wait up to --close-timeout for the
+ * peer's Close; otherwise shut TCP down as soon as the Close is written. */
+void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer);
+
+/* Close a connection found slow during delivery (after the batch). */
+void conn_close_slow(conn_t *c);
+
+/* Drop the TCP connection now. Idempotent. */
+void conn_abort(conn_t *c);
+
+/* Write queued output (called from the worker's check handle). */
+void conn_flush(conn_t *c);
+
+/* Stop / resume reading, e.g. for shutdown. */
+void conn_pause(conn_t *c);
+void conn_resume(conn_t *c);
+
+/* Send a WebSocket Ping (supervisor). */
+void conn_ping(conn_t *c);
+
+/* Answer an HTTP request with status and a short text body, then close. */
+void conn_http_error(conn_t *c, int status, const char *message);
+
+/* Free w's pool of write requests (worker teardown). */
+void conn_pool_free(wrk_t *w);
+
+#endif

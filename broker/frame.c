@@ -1,0 +1,75 @@
+/*
+ * frame.c - shared outbound frames (see frame.h).
+ */
+#include "frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+frame_t *frame_new(size_t payload_cap, size_t topic_len)
+{
+    frame_t *f = malloc(sizeof(*f) + WS_MAX_SERVER_HEADER + payload_cap + topic_len + 1);
+    if (f == NULL)
+        return NULL;
+    atomic_init(&f->refs, 1);
+    f->len = 0;
+    f->data = frame_payload(f);
+    f->seq = 0;
+    f->topic = NULL;
+    f->topic_len = 0;
+    f->opcode = 0;
+    return f;
+}
+
+void frame_seal(frame_t *f, uint8_t opcode, size_t payload_len)
+{
+    size_t h = ws_header_size(payload_len, false);
+    f->data = frame_payload(f) - h;
+    ws_frame_header(f->data, opcode, true, false, payload_len, NULL);
+    f->len = (uint32_t)(h + payload_len);
+    f->opcode = opcode;
+}
+
+void frame_set_topic(frame_t *f, const char *topic, size_t len, uint64_t seq)
+{
+    char *dst = (char *)f->data + f->len;
+    memcpy(dst, topic, len);
+    dst[len] = '\0';
+    f->topic = dst;
+    f->topic_len = (uint16_t)len;
+    f->seq = seq;
+}
+
+frame_t *frame_make(uint8_t opcode, const void *payload, size_t len)
+{
+    frame_t *f = frame_new(len, 0);
+    if (f == NULL)
+        return NULL;
+    if (len > 0)
+        memcpy(frame_payload(f), payload, len);
+    frame_seal(f, opcode, len);
+    return f;
+}
+
+frame_t *frame_close(uint16_t code, const char *reason)
+{
+    uint8_t p[WS_MAX_CONTROL];
+    size_t n = ws_close_payload(p, code, reason, reason ? strlen(reason) : 0);
+    return frame_make(WS_OP_CLOSE, p, n);
+}
+
+frame_t *frame_raw(const void *bytes, size_t len)
+{
+    frame_t *f = frame_new(len, 0);
+    if (f == NULL)
+        return NULL;
+    memcpy(f->data, bytes, len);
+    f->len = (uint32_t)len;
+    return f;
+}
+
+void frame_unref(frame_t *f)
+{
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        free(f);
+}

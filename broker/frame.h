@@ -1,0 +1,72 @@
+/*
+ * frame.h - immutable, reference-counted outbound WebSocket frames.
+ *
+ * A published message is encoded once into one frame_t and the same bytes
+ * are queued on every subscriber on every worker: delivery costs a pointer
+ * and a reference, never a copy. The payload is written first at a fixed
+ * offset and the header is then put in the headroom in front of it, so
+ * header and payload are contiguous and go out in one iovec. The topic and
+ * seq ride along for matching and for per-subscription seq filters.
+ *
+ * Ownership: frame_* constructors return a frame with one reference, owned
+ * by the caller. Once a frame is shared it is read-only. References may be
+ * taken and dropped on any thread.
+ */
+#ifndef WSBROKER_FRAME_H
+#define WSBROKER_FRAME_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <wsproto/ws_frame.h>
+
+typedef struct frame {
+    atomic_uint refs;
+    uint32_t len;      /* bytes on the wire, starting at data */
+    uint8_t *data;     /* first byte of the frame */
+    uint64_t seq;      /* message frames: the topic's seq; else 0 */
+    const char *topic; /* message frames: NUL-terminated topic; else NULL */
+    uint16_t topic_len;
+    uint8_t opcode;
+    uint8_t buf[]; /* [WS_MAX_SERVER_HEADER headroom][payload][topic NUL] */
+} frame_t;
+
+/* A frame with room for payload_cap payload bytes and a topic of topic_len
+ * bytes. Write the payload at frame_payload(), then call frame_seal(). NULL
+ * on ENOMEM. */
+frame_t *frame_new(size_t payload_cap, size_t topic_len);
+
+static inline uint8_t *frame_payload(frame_t *f)
+{
+    return f->buf + WS_MAX_SERVER_HEADER;
+}
+
+/* Write the header for a payload_len-byte FIN frame in front of the payload. */
+void frame_seal(frame_t *f, uint8_t opcode, size_t payload_len);
+
+/* Copy topic into the frame and set seq. */
+void frame_set_topic(frame_t *f, const char *topic, size_t len, uint64_t seq);
+
+/* One-call constructors: a FIN frame with a copy of payload. */
+frame_t *frame_make(uint8_t opcode, const void *payload, size_t len);
+/* A Close frame with code and reason (code 0: empty payload). */
+frame_t *frame_close(uint16_t code, const char *reason);
+/* Raw bytes (an HTTP response), no WebSocket header. */
+frame_t *frame_raw(const void *bytes, size_t len);
+
+static inline frame_t *frame_ref(frame_t *f)
+{
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+/* Add n references at once (fan-out takes one per subscriber). */
+static inline void frame_ref_n(frame_t *f, unsigned n)
+{
+    atomic_fetch_add_explicit(&f->refs, n, memory_order_relaxed);
+}
+
+void frame_unref(frame_t *f);
+
+#endif

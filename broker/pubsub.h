@@ -1,0 +1,31 @@
+/*
+ * pubsub.h - the /ws endpoint: PROTOCOL.md section 2 ops on a connection,
+ * and the worker-local subscription table they maintain.
+ *
+ * A worker keeps one lpat_t per distinct pattern any of its connections
+ * subscribed to (in w->subs) with the list of those subscriptions; the
+ * registry's interest map learns of a pattern when its lpat_t is created
+ * and forgets it when the last subscription goes.
+ */
+#ifndef WSBROKER_PUBSUB_H
+#define WSBROKER_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+
+/* Send hello (the connection just opened). */
+void pubsub_open(conn_t *c);
+
+/* Handle one complete text message. */
+void pubsub_message(conn_t *c, const uint8_t *data, size_t len);
+
+/* Remove every subscription of c. */
+void pubsub_unsubscribe_all(conn_t *c);
+
+/* Queue f on every local subscriber of its topic, once per connection.
+ * Takes over the caller's reference to f. */
+void pubsub_deliver(wrk_t *w, frame_t *f);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * stats.c - counters and /metrics rendering (see stats.h).
+ */
+#include "stats.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void stats_close_sent(stats_t *s, uint16_t code)
+{
+    if (code >= 1000 && code < 1000 + STATS_CLOSE_CODES)
+        STAT_ADD(s, closes_sent[code - 1000], 1);
+}
+
+void stats_close_received(stats_t *s, uint16_t code)
+{
+    if (code >= 1000 && code < 1000 + STATS_CLOSE_CODES)
+        STAT_ADD(s, closes_received[code - 1000], 1);
+}
+
+typedef struct out {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} out_t;
+
+static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(out_t *o, const char *fmt, ...)
+{
+    if (o->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (o->cap + (size_t)n) * 2;
+        char *nb = realloc(o->buf, ncap);
+        if (nb == NULL) {
+            o->failed = 1;
+            return;
+        }
+        o->buf = nb;
+        o->cap = ncap;
+    }
+}
+
+#define LOAD(p) atomic_load_explicit(&(p), memory_order_relaxed)
+
+typedef struct metric {
+    const char *name;
+    const char *type;
+    const char *help;
+    size_t offset;
+} metric_t;
+
+#define M(field, name, type, help)                                                                 \
+    {                                                                                              \
+        name, type, help, offsetof(stats_t, field)                                                 \
+    }
+
+static const metric_t metrics[] = {
+    M(conns_open, "wsbroker_connections_open", "gauge", "WebSocket connections open now."),
+    M(conns_total, "wsbroker_connections_total", "counter",
+      "WebSocket connections accepted (handshake completed)."),
+    M(tcp_open, "wsbroker_tcp_connections_open", "gauge",
+      "TCP connections open now, in any state."),
+    M(http_requests, "wsbroker_http_requests_total", "counter", "Plain HTTP requests answered."),
+    M(handshake_rejects, "wsbroker_handshake_rejects_total", "counter",
+      "Upgrade requests answered with an HTTP error."),
+    M(published, "wsbroker_messages_published_total", "counter", "Publish requests accepted."),
+    M(delivered, "wsbroker_messages_delivered_total", "counter", "Messages queued to subscribers."),
+    M(bytes_in, "wsbroker_bytes_received_total", "counter", "Bytes read from clients."),
+    M(bytes_out, "wsbroker_bytes_sent_total", "counter", "Bytes written to clients."),
+    M(slow_closes, "wsbroker_slow_consumer_closes_total", "counter",
+      "Connections closed by the slow-consumer policy."),
+    M(slow_drops, "wsbroker_slow_consumer_drops_total", "counter",
+      "Messages skipped by the slow-consumer drop policy."),
+    M(subscriptions, "wsbroker_subscriptions", "gauge", "Live subscriptions."),
+    M(ping_timeouts, "wsbroker_ping_timeouts_total", "counter",
+      "Connections closed for not answering a Ping."),
+};
+
+static uint64_t field(const stats_t *s, size_t offset)
+{
+    return LOAD(*(_Atomic uint64_t *)((char *)s + offset));
+}
+
+char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s, size_t *len)
+{
+    out_t o = {malloc(8192), 0, 8192, 0};
+    if (o.buf == NULL)
+        return NULL;
+    for (size_t m = 0; m < sizeof(metrics) / sizeof(metrics[0]); m++) {
+        uint64_t total = 0;
+        for (int w = 0; w < n; w++)
+            total += field(workers[w], metrics[m].offset);
+        put(&o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", metrics[m].name, metrics[m].help,
+            metrics[m].name, metrics[m].type, metrics[m].name, (unsigned long long)total);
+    }
+    static const char *const dirs[2] = {"sent", "received"};
+    for (int d = 0; d < 2; d++) {
+        put(&o,
+            "# HELP wsbroker_close_frames_%s_total Close frames %s, by status code.\n"
+            "# TYPE wsbroker_close_frames_%s_total counter\n",
+            dirs[d], dirs[d], dirs[d]);
+        for (int c = 0; c < STATS_CLOSE_CODES; c++) {
+            uint64_t total = 0;
+            for (int w = 0; w < n; w++)
+                total += d == 0 ? LOAD(workers[w]->closes_sent[c])
+                                : LOAD(workers[w]->closes_received[c]);
+            if (total > 0)
+                put(&o, "wsbroker_close_frames_%s_total{code=\"%d\"} %llu\n", dirs[d], 1000 + c,
+                    (unsigned long long)total);
+        }
+    }
+    put(&o,
+        "# HELP wsbroker_protocol_errors_total Connections closed for a protocol error, by close "
+        "code.\n# TYPE wsbroker_protocol_errors_total counter\n");
+    static const int perr[] = {1002, 1003, 1007, 1009};
+    for (size_t i = 0; i < sizeof(perr) / sizeof(perr[0]); i++) {
+        uint64_t total = 0;
+        for (int w = 0; w < n; w++)
+            total += LOAD(workers[w]->closes_sent[perr[i] - 1000]);
+        put(&o, "wsbroker_protocol_errors_total{code=\"%d\"} %llu\n", perr[i],
+            (unsigned long long)total);
+    }
+    put(&o, "# HELP wsbroker_worker_connections_open WebSocket connections open, per worker.\n"
+            "# TYPE wsbroker_worker_connections_open gauge\n");
+    for (int w = 0; w < n; w++)
+        put(&o, "wsbroker_worker_connections_open{worker=\"%d\"} %llu\n", w,
+            (unsigned long long)LOAD(workers[w]->conns_open));
+    put(&o, "# HELP wsbroker_worker_messages_delivered_total Messages queued to subscribers, per "
+            "worker.\n# TYPE wsbroker_worker_messages_delivered_total counter\n");
+    for (int w = 0; w < n; w++)
+        put(&o, "wsbroker_worker_messages_delivered_total{worker=\"%d\"} %llu\n", w,
+            (unsigned long long)LOAD(workers[w]->delivered));
+    put(&o,
+        "# HELP wsbroker_topics Topics with a sequence number.\n# TYPE wsbroker_topics gauge\n"
+        "wsbroker_topics %llu\n"
+        "# HELP wsbroker_workers Worker threads.\n# TYPE wsbroker_workers gauge\n"
+        "wsbroker_workers %d\n"
+        "# HELP wsbroker_uptime_seconds Seconds since start.\n"
+        "# TYPE wsbroker_uptime_seconds gauge\nwsbroker_uptime_seconds %.3f\n",
+        (unsigned long long)topics, n, uptime_s);
+    if (o.failed) {
+        free(o.buf);
+        return NULL;
+    }
+    *len = o.len;
+    return o.buf;
+}

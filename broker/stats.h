@@ -1,0 +1,52 @@
+/*
+ * stats.h - per-worker counters and their Prometheus text rendering.
+ *
+ * Each worker owns one stats_t and is its only writer, so counters are
+ * bumped with a relaxed load and store (a plain add on x86, no locked
+ * instruction); /metrics, served by any worker, reads them with relaxed
+ * loads. Totals are summed at render time.
+ */
+#ifndef WSBROKER_STATS_H
+#define WSBROKER_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATS_CLOSE_CODES 16 /* 1000..1015 */
+
+typedef struct stats {
+    _Atomic uint64_t conns_open; /* WebSocket connections open now */
+    _Atomic uint64_t conns_total;
+    _Atomic uint64_t tcp_open; /* TCP connections (any state) */
+    _Atomic uint64_t http_requests;
+    _Atomic uint64_t handshake_rejects;
+    _Atomic uint64_t published;
+    _Atomic uint64_t delivered;
+    _Atomic uint64_t bytes_in;
+    _Atomic uint64_t bytes_out;
+    _Atomic uint64_t slow_closes;
+    _Atomic uint64_t slow_drops;
+    _Atomic uint64_t subscriptions; /* live subscriptions */
+    _Atomic uint64_t closes_sent[STATS_CLOSE_CODES];
+    _Atomic uint64_t closes_received[STATS_CLOSE_CODES];
+    _Atomic uint64_t ping_timeouts;
+} stats_t;
+
+#define STAT_ADD(s, field, n)                                                                      \
+    atomic_store_explicit(&(s)->field,                                                             \
+                          atomic_load_explicit(&(s)->field, memory_order_relaxed) + (n),           \
+                          memory_order_relaxed)
+#define STAT_SUB(s, field, n) STAT_ADD(s, field, -(uint64_t)(n))
+
+/* Count a close code the broker sent or received (codes outside 1000..1015
+ * are counted under 1000's "other" bucket only in the total). */
+void stats_close_sent(stats_t *s, uint16_t code);
+void stats_close_received(stats_t *s, uint16_t code);
+
+/* Render the Prometheus exposition of n workers' stats into a malloc'd
+ * NUL-terminated buffer (caller frees). topics: topics known to the registry.
+ * NULL on ENOMEM. */
+char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s, size_t *len);
+
+#endif

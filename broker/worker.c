@@ -1,0 +1,377 @@
+/*
+ * worker.c - worker threads: listener, inbox, supervisor and shutdown.
+ *
+ * The supervisor keeps each connection on exactly one time-ordered list for
+ * its state (handshake, open, closing) plus, after an unanswered Ping, the
+ * wait list. Every list has one fixed timeout, so appending at the tail
+ * keeps it sorted and a tick only looks at the expired heads.
+ *
+ * Shutdown runs in two phases so that every message acknowledged before it
+ * is delivered: (1) every worker stops accepting and reading, so no new
+ * publish can start; when the last worker is quiet, (2) every worker drains
+ * its inbox, sends Close 1001 to each connection and waits up to
+ * --close-timeout for the close handshakes before stopping its loop.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "pubsub.h"
+
+#define LISTEN_BACKLOG 4096
+
+static uint64_t ms(double seconds)
+{
+    return (uint64_t)(seconds * 1000.0 + 0.5);
+}
+
+static int listen_socket(const cfg_t *cfg, int id)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (uv_ip4_addr(cfg->bind, cfg->port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(cfg->bind, cfg->port, (struct sockaddr_in6 *)&ss) != 0) {
+        LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s error=\"bad address\"", cfg->bind);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        LOG(LOG_ERROR, id, 0, "listen_failed", "error=\"%s\"", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    socklen_t slen =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s port=%d error=\"%s\"", cfg->bind, cfg->port,
+            strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+wrk_t *wrk_new(broker_t *b, int id)
+{
+    wrk_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->id = id;
+    w->b = b;
+    w->cfg = b->cfg;
+    w->listen_fd = -1;
+    pthread_mutex_init(&w->inbox_mu, NULL);
+    ptable_init(&w->subs);
+    link_init(&w->conns);
+    link_init(&w->hs_list);
+    link_init(&w->ping_list);
+    link_init(&w->wait_list);
+    link_init(&w->closing_list);
+    link_init(&w->pending);
+    if (uv_loop_init(&w->loop) != 0) {
+        free(w);
+        return NULL;
+    }
+    w->listen_fd = listen_socket(b->cfg, id);
+    if (w->listen_fd < 0) {
+        uv_loop_close(&w->loop);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* ---- Inbox: frames posted by publishers on any worker. ---- */
+
+void wrk_post(void *broker, int wid, frame_t *f)
+{
+    wrk_t *w = ((broker_t *)broker)->workers[wid];
+    pthread_mutex_lock(&w->inbox_mu);
+    if (w->inbox_len == w->inbox_cap) {
+        size_t ncap = w->inbox_cap ? w->inbox_cap * 2 : 256;
+        frame_t **ni = realloc(w->inbox, ncap * sizeof(*ni));
+        if (ni == NULL) {
+            pthread_mutex_unlock(&w->inbox_mu);
+            LOG(LOG_ERROR, w->id, 0, "inbox_full", "error=ENOMEM");
+            frame_unref(f);
+            return;
+        }
+        w->inbox = ni;
+        w->inbox_cap = ncap;
+    }
+    w->inbox[w->inbox_len++] = f;
+    bool was_empty = w->inbox_len == 1;
+    pthread_mutex_unlock(&w->inbox_mu);
+    /* Coalesced by libuv; only the first post after a drain must wake. */
+    if (was_empty)
+        uv_async_send(&w->wake);
+}
+
+/* Deliver what the inbox holds now. One swap per call: a post that arrives
+ * meanwhile finds the inbox empty and wakes the loop again, so a busy
+ * publisher cannot starve this worker's reads. */
+static void drain_inbox(wrk_t *w)
+{
+    pthread_mutex_lock(&w->inbox_mu);
+    frame_t **batch = w->inbox;
+    size_t n = w->inbox_len, cap = w->inbox_cap;
+    w->inbox = w->batch;
+    w->inbox_cap = w->batch_cap;
+    w->inbox_len = 0;
+    pthread_mutex_unlock(&w->inbox_mu);
+    w->batch = batch;
+    w->batch_cap = cap;
+    for (size_t i = 0; i < n; i++)
+        pubsub_deliver(w, batch[i]);
+    for (size_t i = 0; i < w->nslow; i++)
+        conn_close_slow(w->slow[i]);
+    w->nslow = 0;
+}
+
+static void on_wake(uv_async_t *a)
+{
+    drain_inbox(a->data);
+}
+
+/* ---- Output: one flush per connection per loop iteration. ---- */
+
+static void on_check(uv_check_t *h)
+{
+    wrk_t *w = h->data;
+    link_t *l;
+    while ((l = link_first(&w->pending)) != NULL) {
+        conn_t *c = link_entry(l, conn_t, pending);
+        link_remove(l);
+        conn_flush(c);
+    }
+}
+
+/* ---- Supervisor. ---- */
+
+static void on_tick(uv_timer_t *t)
+{
+    wrk_t *w = t->data;
+    const cfg_t *cfg = w->cfg;
+    uint64_t now = wrk_now(w);
+    link_t *l;
+
+    while ((l = link_first(&w->hs_list)) != NULL) {
+        conn_t *c = link_entry(l, conn_t, sup);
+        if (c->since + ms(cfg->handshake_timeout) > now)
+            break;
+        link_remove(l);
+        LOG(LOG_INFO, w->id, c->id, "handshake_timeout", NULL);
+        conn_http_error(c, 408, "request timeout");
+    }
+    if (cfg->ping_interval > 0) {
+        while ((l = link_first(&w->ping_list)) != NULL) {
+            conn_t *c = link_entry(l, conn_t, sup);
+            if (c->since + ms(cfg->ping_interval) > now)
+                break;
+            link_remove(l);
+            c->since = now;
+            link_insert_tail(&w->ping_list, l);
+            if (!link_linked(&c->wait)) {
+                c->ping_sent = now;
+                link_insert_tail(&w->wait_list, &c->wait);
+            }
+            conn_ping(c);
+        }
+    }
+    while ((l = link_first(&w->wait_list)) != NULL) {
+        conn_t *c = link_entry(l, conn_t, wait);
+        if (c->ping_sent + ms(cfg->ping_timeout) > now)
+            break;
+        link_remove(l);
+        STAT_ADD(&w->stats, ping_timeouts, 1);
+        LOG(LOG_INFO, w->id, c->id, "ping_timeout", NULL);
+        conn_close(c, WS_CLOSE_GOING_AWAY, "ping timeout", false);
+    }
+    while ((l = link_first(&w->closing_list)) != NULL) {
+        conn_t *c = link_entry(l, conn_t, sup);
+        if (c->since + ms(cfg->close_timeout) > now)
+            break;
+        LOG(LOG_DEBUG, w->id, c->id, "close_timeout", NULL);
+        conn_abort(c);
+    }
+}
+
+static uint64_t tick_ms(const cfg_t *cfg)
+{
+    double m = cfg->handshake_timeout;
+    if (cfg->ping_interval > 0 && cfg->ping_interval < m)
+        m = cfg->ping_interval;
+    if (cfg->ping_timeout < m)
+        m = cfg->ping_timeout;
+    if (cfg->close_timeout < m)
+        m = cfg->close_timeout;
+    uint64_t t = ms(m / 8);
+    return t < 5 ? 5 : t > 1000 ? 1000 : t;
+}
+
+/* ---- Listener. ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    wrk_t *w = server->data;
+    if (status < 0) {
+        LOG(LOG_WARN, w->id, 0, "accept_failed", "error=%s", uv_strerror(status));
+        return;
+    }
+    conn_accept(w);
+}
+
+/* ---- Shutdown. ---- */
+
+void wrk_command(wrk_t *w, int phase)
+{
+    atomic_store(&w->cmd, phase);
+    uv_async_send(&w->ctl);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    wrk_t *w = t->data;
+    /* conn_abort leaves c on w->conns until its close callback. */
+    for (link_t *l = w->conns.next; l != &w->conns; l = l->next)
+        conn_abort(link_entry(l, conn_t, all));
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void quiesce(wrk_t *w)
+{
+    w->phase = 1;
+    uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+    for (link_t *l = w->conns.next; l != &w->conns; l = l->next) {
+        conn_t *c = link_entry(l, conn_t, all);
+        if (c->state == CONN_HTTP)
+            conn_http_error(c, 503, "server shutting down");
+        else
+            conn_pause(c);
+    }
+    broker_t *b = w->b;
+    if (atomic_fetch_sub(&b->quiesce_left, 1) == 1)
+        for (int i = 0; i < b->nworkers; i++)
+            wrk_command(b->workers[i], 2);
+}
+
+static void close_all(wrk_t *w)
+{
+    w->phase = 2;
+    drain_inbox(w);
+    for (link_t *l = w->conns.next; l != &w->conns;) {
+        conn_t *c = link_entry(l, conn_t, all);
+        l = l->next;
+        if (c->state == CONN_OPEN)
+            conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
+        else if (c->state == CONN_CLOSING)
+            conn_resume(c);
+    }
+    uv_timer_start(&w->drain, on_drain_deadline, ms(w->cfg->close_timeout), 0);
+    if (w->nconns == 0)
+        uv_stop(&w->loop);
+}
+
+static void on_ctl(uv_async_t *a)
+{
+    wrk_t *w = a->data;
+    int cmd = atomic_load(&w->cmd);
+    if (cmd >= 1 && w->phase == 0)
+        quiesce(w);
+    if (cmd >= 2 && w->phase == 1)
+        close_all(w);
+}
+
+/* ---- Thread. ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void run(void *arg)
+{
+    wrk_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Stopped: every connection is gone. Close the worker's own handles. */
+    uv_close((uv_handle_t *)&w->wake, on_handle_closed);
+    uv_close((uv_handle_t *)&w->ctl, on_handle_closed);
+    uv_close((uv_handle_t *)&w->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&w->drain, on_handle_closed);
+    uv_close((uv_handle_t *)&w->flush, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&w->listener))
+        uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    drain_inbox(w); /* frames posted after the drain: release them */
+    LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
+    atomic_fetch_sub(&w->b->workers_running, 1);
+    uv_async_send(w->b->main_wake);
+}
+
+int wrk_start(wrk_t *w)
+{
+    uv_loop_t *loop = &w->loop;
+    uv_async_init(loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_async_init(loop, &w->ctl, on_ctl);
+    w->ctl.data = w;
+    uv_timer_init(loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_init(loop, &w->drain);
+    w->drain.data = w;
+    uv_check_init(loop, &w->flush);
+    w->flush.data = w;
+    uv_check_start(&w->flush, on_check);
+    uint64_t t = tick_ms(w->cfg);
+    uv_timer_start(&w->tick, on_tick, t, t);
+    uv_tcp_init(loop, &w->listener);
+    w->listener.data = w;
+    int rc = uv_tcp_open(&w->listener, w->listen_fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&w->listener, LISTEN_BACKLOG, on_connection);
+    if (rc != 0) {
+        LOG(LOG_ERROR, w->id, 0, "listen_failed", "error=%s", uv_strerror(rc));
+        return -1;
+    }
+    w->listen_fd = -1; /* owned by the handle now */
+    rc = uv_thread_create(&w->thread, run, w);
+    if (rc != 0) {
+        LOG(LOG_ERROR, w->id, 0, "thread_failed", "error=%s", uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void wrk_join(wrk_t *w)
+{
+    uv_thread_join(&w->thread);
+}
+
+void wrk_free(wrk_t *w)
+{
+    if (w == NULL)
+        return;
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
+    uv_loop_close(&w->loop);
+    ptable_destroy(&w->subs);
+    pthread_mutex_destroy(&w->inbox_mu);
+    free(w->inbox);
+    free(w->batch);
+    free(w->slow);
+    conn_pool_free(w);
+    free(w);
+}

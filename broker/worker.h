@@ -1,0 +1,87 @@
+/*
+ * worker.h - one worker thread: its own uv_loop, its own SO_REUSEPORT
+ * listener, the connections it accepted, its local subscription table, its
+ * inbox of frames posted by publishers on any worker, and the supervisor
+ * timer. Connections never move between workers; apart from the inbox
+ * (mutex) and the registry, nothing here is touched by another thread.
+ */
+#ifndef WSBROKER_WORKER_H
+#define WSBROKER_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "broker.h"
+#include "frame.h"
+#include "link.h"
+#include "ptable.h"
+#include "stats.h"
+
+#define WRK_READ_BUF (64 * 1024)
+
+typedef struct wreq wreq_t;
+
+struct wrk {
+    int id;
+    broker_t *b;
+    const cfg_t *cfg;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    int listen_fd;
+    uv_async_t wake;  /* inbox not empty */
+    uv_async_t ctl;   /* shutdown phase requested */
+    _Atomic int cmd;  /* requested phase: 1 quiesce, 2 close all */
+    int phase;        /* phase reached */
+    uv_timer_t tick;  /* supervisor */
+    uv_timer_t drain; /* shutdown deadline */
+    uv_check_t flush; /* writes queued output once per loop iteration */
+
+    pthread_mutex_t inbox_mu;
+    frame_t **inbox; /* posted frames, in per-topic seq order */
+    size_t inbox_len, inbox_cap;
+    frame_t **batch; /* the inbox array being drained */
+    size_t batch_cap;
+
+    ptable_t subs;       /* pattern -> lpat_t */
+    link_t conns;        /* every connection of this worker */
+    link_t hs_list;      /* HTTP state, by accept time */
+    link_t ping_list;    /* open, by time of the last Ping */
+    link_t wait_list;    /* Ping sent, nothing received since, by Ping time */
+    link_t closing_list; /* closing, by close start */
+    link_t pending;      /* connections with output to flush */
+    struct conn **slow;  /* marked slow during a delivery batch */
+    size_t nslow, slow_cap;
+    uint64_t nconns;
+    uint64_t next_id;
+    uint64_t stamp; /* delivery round, for one delivery per connection */
+    wreq_t *wreq_free;
+    unsigned wreq_nfree;
+    stats_t stats;
+    uint8_t rbuf[WRK_READ_BUF];
+};
+
+/* Create worker id with a listening socket bound to the configured address
+ * (main thread, before any worker starts). Returns NULL after logging why. */
+wrk_t *wrk_new(broker_t *b, int id);
+int wrk_start(wrk_t *w);
+void wrk_join(wrk_t *w);
+void wrk_free(wrk_t *w);
+
+/* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
+void wrk_post(void *broker, int w, frame_t *f);
+
+/* Ask worker w to enter shutdown phase (any thread). */
+void wrk_command(wrk_t *w, int phase);
+
+/* Milliseconds on w's loop clock. */
+static inline uint64_t wrk_now(wrk_t *w)
+{
+    return uv_now(&w->loop);
+}
+
+#endif
