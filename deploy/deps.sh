@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages wsbroker needs, skipping those already present.
+#   deploy/deps.sh          build and run the broker
+#   deploy/deps.sh --test   also everything the test suite uses
+set -euo pipefail
+
+pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev libssl-dev libcjson-dev zlib1g-dev
+      curl ca-certificates)
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(check clang libclang-rt-14-dev python3)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite:
+#   plain  unit + integration suites, RelWithDebInfo, -Werror
+#   asan   the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan   the integration suites (real broker, 4 workers, churn) under
+#          ThreadSanitizer
+#   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each
+# Select stages with STAGES="plain asan" (default: all). Exits non-zero on
+# any failure and ends with one "N passed, N failed" line.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/deploy/deps.sh" --test || exit 1
+
+stages="${STAGES:-plain asan tsan fuzz}"
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+jobs="$(nproc)"
+passed=0
+failed=0
+failures=()
+
+configure_build() { # dir, cmake args...
+  local dir="$1"; shift
+  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir" -j "$jobs"
+}
+
+run_ctest() { # stage, dir, ctest args...
+  local stage="$1" dir="$2"; shift 2
+  local log="$dir/ctest-$stage.log"
+  ctest --test-dir "$dir" --output-on-failure --timeout 300 "$@" 2>&1 | tee "$log"
+  local total fails
+  total=$(grep -Eo 'tests failed out of [0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
+  fails=$(grep -Eo '[0-9]+ tests failed out of' "$log" | grep -Eo '^[0-9]+' | tail -1)
+  if [ -z "$total" ]; then
+    failed=$((failed + 1)); failures+=("$stage: ctest did not run"); return
+  fi
+  passed=$((passed + total - fails)); failed=$((failed + fails))
+  [ "$fails" -eq 0 ] || failures+=("$stage: $fails of $total failed")
+}
+
+for stage in $stages; do
+  echo "=== stage: $stage"
+  case "$stage" in
+    plain)
+      if configure_build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+        run_ctest plain build-test
+      else failed=$((failed + 1)); failures+=("plain: build failed"); fi ;;
+    asan)
+      if configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DWSBROKER_SANITIZE=address; then
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+          run_ctest asan build-asan
+      else failed=$((failed + 1)); failures+=("asan: build failed"); fi ;;
+    tsan)
+      if configure_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSBROKER_SANITIZE=thread; then
+        TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1" \
+          run_ctest tsan build-tsan -L integration
+      else failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
+    fuzz)
+      if CC=clang configure_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSBROKER_FUZZ=ON \
+           -DWSBROKER_TESTS=OFF; then
+        for bin in build-fuzz/tests/fuzz/fuzz_*; do
+          [ -x "$bin" ] || continue
+          name="$(basename "$bin")"
+          corpus="build-fuzz/corpus/$name"; mkdir -p "$corpus"
+          seeds="tests/fuzz/corpus/$name"
+          [ -d "$seeds" ] || seeds=""
+          if "$bin" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus" $seeds \
+               >"build-fuzz/$name.log" 2>&1; then
+            passed=$((passed + 1)); echo "fuzz $name: ok ($(grep -Eo 'stat::number_of_executed_units: [0-9]+' "build-fuzz/$name.log" | grep -Eo '[0-9]+') runs)"
+          else
+            failed=$((failed + 1)); failures+=("fuzz: $name"); tail -40 "build-fuzz/$name.log"
+          fi
+        done
+      else failed=$((failed + 1)); failures+=("fuzz: build failed"); fi ;;
+    *)
+      echo "unknown stage '$stage'" >&2; failed=$((failed + 1)); failures+=("unknown stage $stage") ;;
+  esac
+done
+
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
