@@ -36,6 +36,7 @@ enum {
     OPT_ALLOWED_ORIGINS,
     OPT_NO_ECHO,
     OPT_WEB_ROOT,
+    OPT_NO_WEB,
     OPT_LOG_LEVEL,
     OPT_HELP,
     OPT_VERSION,
@@ -57,6 +58,7 @@ static const struct option options[] = {
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
     {"no-echo", no_argument, NULL, OPT_NO_ECHO},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
+    {"no-web", no_argument, NULL, OPT_NO_WEB},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -93,7 +95,9 @@ static const char usage[] =
     "  --allowed-origins LIST comma-separated Origin values allowed to connect\n"
     "                         (default: any)\n"
     "  --no-echo              disable the /echo endpoint\n"
-    "  --web-root DIR         serve static files from DIR at / (default: none)\n"
+    "  --web-root DIR         serve the web client from DIR instead of the copy\n"
+    "                         built into the broker (the demo page at /)\n"
+    "  --no-web               serve no web client; only /healthz and /metrics\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
     "  --help                 show this help and exit\n"
     "  --version              show the version and exit\n";
@@ -298,13 +302,14 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
             return fail(flag, v, "expected a comma-separated list of origins");
         return 0;
     case OPT_NO_ECHO:
-        if (v == NULL) {
-            cfg->echo = false;
-            return 0;
-        }
-        if (parse_bool(v, &b) != 0)
+    case OPT_NO_WEB:
+        b = true;
+        if (v != NULL && parse_bool(v, &b) != 0)
             return fail(flag, v, "expected 1/0, true/false, yes/no or on/off");
-        cfg->echo = !b;
+        if (opt == OPT_NO_ECHO)
+            cfg->echo = !b;
+        else
+            cfg->web = !b;
         return 0;
     case OPT_WEB_ROOT:
         free(cfg->web_root);
@@ -347,6 +352,7 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
     cfg->handshake_timeout = 10;
     cfg->max_subscriptions = 1000;
     cfg->echo = true;
+    cfg->web = true;
     cfg->log_level = LOG_INFO;
 
     for (const struct option *o = options; o->name != NULL; o++) {
@@ -379,7 +385,7 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
         }
         char flag[64];
         snprintf(flag, sizeof(flag), "--%s", options[opt - OPT_PORT].name);
-        if (apply(cfg, opt, flag, opt == OPT_NO_ECHO ? NULL : optarg) != 0)
+        if (apply(cfg, opt, flag, (opt == OPT_NO_ECHO || opt == OPT_NO_WEB) ? NULL : optarg) != 0)
             return 2;
     }
     if (optind < argc) {

@@ -31,7 +31,8 @@ typedef struct cfg {
     uint32_t max_connections; /* 0: no limit but the fd limit */
     uint32_t max_subscriptions;
     bool echo;
-    char *web_root; /* NULL: no static files */
+    bool web;       /* serve the web client at all */
+    char *web_root; /* NULL: the built-in copy */
     char **origins; /* NULL: every Origin accepted */
     size_t norigins;
     int log_level;

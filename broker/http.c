@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assets.h"
 #include "broker.h"
 #include "log.h"
 #include "stats.h"
@@ -160,6 +161,18 @@ static frame_t *static_file(const char *root, const wsh_request_t *req, bool hea
     return f;
 }
 
+static frame_t *embedded_file(const wsh_request_t *req, bool head_only)
+{
+    wsh_str_t path = req->path;
+    if (str_is(path, "/"))
+        path = (wsh_str_t){"/index.html", 11};
+    for (const asset_t *a = assets; a->path != NULL; a++)
+        if (str_is(path, a->path))
+            return response(200, content_type(a->path), a->data, a->len, head_only,
+                            "Cache-Control: no-cache\r\n");
+    return http_error(404, "not found");
+}
+
 frame_t *http_respond(wrk_t *w, const wsh_request_t *req)
 {
     bool get = str_is(req->method, "GET");
@@ -191,7 +204,9 @@ frame_t *http_respond(wrk_t *w, const wsh_request_t *req)
         free(text);
         return f;
     }
+    if (!w->cfg->web)
+        return http_error(404, "not found");
     if (w->cfg->web_root != NULL)
         return static_file(w->cfg->web_root, req, head);
-    return http_error(404, "not found");
+    return embedded_file(req, head);
 }
