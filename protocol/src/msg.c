@@ -34,6 +34,9 @@
 
 #define SCAN_FAIL ((size_t)-1)
 
+#define STR(x)  #x
+#define XSTR(x) STR(x)
+
 /* ---------------------------------------------------------------------
  * Raw-span scanner
  * ------------------------------------------------------------------- */
@@ -513,7 +516,7 @@ static int check_request(msg_request_t *req, const cJSON **item, const msg_span_
         if (cJSON_IsString(item[RK_EPOCH]))
             elen = decode_string(raw[RK_EPOCH], req->epoch_buf, MSG_EPOCH_MAX);
         if (!cJSON_IsString(item[RK_EPOCH]) || elen > MSG_EPOCH_MAX) {
-            *why = "\"epoch\" must be a string of at most 64 bytes";
+            *why = "\"epoch\" must be a string of at most " XSTR(MSG_EPOCH_MAX) " bytes";
             return MSG_E_BAD_REQUEST;
         }
         req->has_epoch = true;

@@ -332,7 +332,7 @@ START_TEST(parse_epoch_limit)
     snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"%.*s\",\"id\":1}",
              MSG_EPOCH_MAX + 1, e);
     ck_assert_int_eq(parse(m), MSG_E_BAD_REQUEST);
-    ck_assert(strstr(why, "epoch") != NULL);
+    ck_assert_str_eq(why, "\"epoch\" must be a string of at most 64 bytes");
     ck_span(req.id, "1");
     ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"epoch\":\"\"}"), MSG_OK);
     ck_assert(req.has_epoch && req.epoch.len == 0);
