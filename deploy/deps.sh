@@ -7,7 +7,9 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev libssl-dev libcjson-dev zlib1g-dev
       curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(check clang libclang-rt-14-dev python3)
+  pkgs+=(check clang libclang-rt-14-dev python3 chromium)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
 fi
 
 missing=()

@@ -5,6 +5,8 @@
 #   tsan   the integration suites (real broker, 4 workers, churn) under
 #          ThreadSanitizer
 #   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each
+#   browser  headless Chromium (Debian's) driving the demo page and
+#          wsbroker.js against the plain build's broker
 # Select stages with STAGES="plain asan" (default: all). Exits non-zero on
 # any failure and ends with one "N passed, N failed" line.
 set -uo pipefail
@@ -12,7 +14,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/deploy/deps.sh" --test || exit 1
 
-stages="${STAGES:-plain asan tsan fuzz}"
+stages="${STAGES:-plain asan tsan fuzz browser}"
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 jobs="$(nproc)"
 passed=0
@@ -72,6 +74,18 @@ for stage in $stages; do
           fi
         done
       else failed=$((failed + 1)); failures+=("fuzz: build failed"); fi ;;
+    browser)
+      if [ ! -x tests/browser/run.sh ]; then
+        echo "browser: no tests/browser/run.sh"
+      elif configure_build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+        if WSBROKER_BIN="$root/build-test/broker/wsbroker" tests/browser/run.sh 2>&1 | tee build-test/browser.log; then
+          n=$(grep -Eo '^# pass [0-9]+' build-test/browser.log | grep -Eo '[0-9]+' | tail -1)
+          passed=$((passed + ${n:-1}))
+        else
+          n=$(grep -Eo '^# fail [0-9]+' build-test/browser.log | grep -Eo '[0-9]+' | tail -1)
+          failed=$((failed + ${n:-1})); failures+=("browser: ${n:-?} failed")
+        fi
+      else failed=$((failed + 1)); failures+=("browser: build failed"); fi ;;
     *)
       echo "unknown stage '$stage'" >&2; failed=$((failed + 1)); failures+=("unknown stage $stage") ;;
   esac
