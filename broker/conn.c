@@ -505,6 +505,7 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
         sup_move(c, &c->w->closing_list);
         free(c->msg);
         c->msg = NULL;
+        c->msg_len = c->msg_cap = 0;
     }
     if (!(c->flags & CF_CLOSE_SENT)) {
         conn_send(c, frame_close(code, reason));
@@ -580,12 +581,15 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
     }
     if (status == 101) {
         uint32_t open = atomic_fetch_add_explicit(&w->b->ws_open, 1, memory_order_relaxed);
-        c->flags |= CF_WS;
         if (cfg->max_connections > 0 && open >= cfg->max_connections) {
             atomic_fetch_sub_explicit(&w->b->ws_open, 1, memory_order_relaxed);
-            c->flags &= ~CF_WS;
             status = 503;
             why = "connection limit reached";
+        } else {
+            /* Counted from here on; conn_abort uncounts it. */
+            c->flags |= CF_WS;
+            STAT_ADD(&w->stats, conns_open, 1);
+            STAT_ADD(&w->stats, conns_total, 1);
         }
     }
     if (status != 101) {
@@ -602,8 +606,6 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
         conn_abort(c);
         return;
     }
-    STAT_ADD(&w->stats, conns_open, 1);
-    STAT_ADD(&w->stats, conns_total, 1);
     c->state = CONN_OPEN;
     c->endpoint = (uint8_t)ep;
     ws_parser_init(&c->wp, WS_ROLE_SERVER, cfg->max_message, 0);

@@ -369,6 +369,8 @@ void wrk_free(wrk_t *w)
     uv_loop_close(&w->loop);
     ptable_destroy(&w->subs);
     pthread_mutex_destroy(&w->inbox_mu);
+    for (size_t i = 0; i < w->inbox_len; i++)
+        frame_unref(w->inbox[i]);
     free(w->inbox);
     free(w->batch);
     free(w->slow);
