@@ -982,6 +982,7 @@ static Suite *msg_suite(void)
 {
     Suite *s = suite_create("msg");
     TCase *tc = tcase_create("parse");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, parse_subscribe);
     tcase_add_test(tc, parse_subscribe_history);
     tcase_add_test(tc, parse_unsubscribe);
@@ -1001,6 +1002,7 @@ static Suite *msg_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, err_bad_json);
     tcase_add_test(tc, err_not_object);
     tcase_add_test(tc, err_every_prefix_is_bad_json);
@@ -1011,6 +1013,7 @@ static Suite *msg_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("encode");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, encode_message);
     tcase_add_test(tc, encode_hello);
     tcase_add_test(tc, encode_ack);

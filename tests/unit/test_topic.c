@@ -322,6 +322,7 @@ static Suite *topic_suite(void)
 {
     Suite *s = suite_create("topic");
     TCase *tc = tcase_create("check");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, check_valid_topics);
     tcase_add_test(tc, check_empty);
     tcase_add_test(tc, check_empty_segments);
@@ -332,6 +333,7 @@ static Suite *topic_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("match");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, match_protocol_examples);
     tcase_add_test(tc, match_literals);
     tcase_add_test(tc, match_wildcards);
@@ -339,6 +341,7 @@ static Suite *topic_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("covers");
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, covers_cases);
     tcase_add_test(tc, covers_matches_brute_force);
     tcase_add_test(tc, match_equals_covers_on_topics);
