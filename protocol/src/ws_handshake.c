@@ -1,0 +1,802 @@
+/*
+ * ws_handshake.c - HTTP/1.1 heads and the RFC 6455 opening handshake.
+ *
+ * Parsing happens in two steps. scan_head() walks the bytes that arrived
+ * since the last call, looking for the empty line that ends the head; it is
+ * the only part that runs on every read, and *scanned makes it resume where
+ * it stopped, so a peer that trickles one byte per segment costs O(n). The
+ * scan also rejects bytes that are never legal in a head (control characters
+ * other than HTAB, CR and LF; DEL; CR not followed by LF), so garbage is
+ * refused as soon as it shows up rather than after 8 KiB. Only once the head
+ * is complete is it split into lines and fields, exactly once.
+ *
+ * A server-side read loop looks like this:
+ *
+ *     r = wsh_parse_request(c->in, c->in_len, &c->scanned, &req);
+ *     if (r == WS_AGAIN) return 0;                  wait for more bytes
+ *     if (r < 0) reply 400 or 431 and close;        ws_err_t, see below
+ *     if (wsh_check_upgrade(&req, &up) != 101) reply wsh_write_error();
+ *     else reply wsh_write_101(), then feed c->in + r onwards to the framer.
+ *
+ * The result depends only on the first min(len, WSH_MAX_HEAD) bytes and is
+ * the same however the input was split across calls. Nothing here allocates
+ * memory of its own; wsh_accept_key() leaves the SHA-1 to OpenSSL.
+ */
+#include "wsproto/ws_handshake.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+/* RFC 6455 section 1.3. */
+#define WSH_GUID      "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WSH_SHA1_LEN  20
+#define WSH_NONCE_LEN 16
+
+/* ---- Character classes and comparisons ---- */
+
+/* RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
+ * "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Bytes that may not appear anywhere in a head outside a line ending. */
+static bool is_bad_ctl(unsigned char c)
+{
+    return (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f;
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static bool is_b64(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+}
+
+static unsigned char ascii_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+static bool mem_ieq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i]))
+            return false;
+    return true;
+}
+
+static bool str_is(wsh_str_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* ---- Head scanning and line splitting ---- */
+
+/* Find the end of the head in buf[0..len), resuming at *scanned. Returns the
+ * head length (through the LF of the empty line), WS_AGAIN, WS_E_HTTP_BAD or
+ * WS_E_HTTP_TOO_BIG. Looks back at most two bytes before *scanned. */
+static int scan_head(const unsigned char *buf, size_t len, size_t *scanned)
+{
+    size_t lim = len < WSH_MAX_HEAD ? len : WSH_MAX_HEAD;
+    size_t i = *scanned;
+
+    if (i > lim) /* not from a previous call on this buffer: start over */
+        i = 0;
+    for (; i < lim; i++) {
+        unsigned char c = buf[i];
+        if (i > 0 && buf[i - 1] == '\r' && c != '\n')
+            return WS_E_HTTP_BAD;
+        if (c == '\n') {
+            size_t start = i; /* where the line ending at this LF begins */
+            if (start > 0 && buf[start - 1] == '\r')
+                start--;
+            if (start == 0 || buf[start - 1] == '\n') {
+                *scanned = i + 1;
+                return (int)(i + 1);
+            }
+        } else if (is_bad_ctl(c)) {
+            return WS_E_HTTP_BAD;
+        }
+    }
+    if (len >= WSH_MAX_HEAD)
+        return WS_E_HTTP_TOO_BIG;
+    *scanned = len;
+    return WS_AGAIN;
+}
+
+/* The line starting at p, without its CRLF or LF; returns the start of the
+ * next line. scan_head() guarantees an LF before end and no CR elsewhere. */
+static const char *next_line(const char *p, const char *end, wsh_str_t *line)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+    line->p = p;
+    line->len = (size_t)(nl - p);
+    if (line->len > 0 && nl[-1] == '\r')
+        line->len--;
+    return nl + 1;
+}
+
+/* "HTTP/1.x" at the start of s; returns x or -1. */
+static int parse_version(const char *s, size_t len)
+{
+    if (len < 8 || memcmp(s, "HTTP/1.", 7) != 0 || s[7] < '0' || s[7] > '9')
+        return -1;
+    return s[7] - '0';
+}
+
+/* name ":" OWS value OWS. A leading SP or HTAB (obsolete line folding) and
+ * whitespace before the colon both fail the token check. The value needs no
+ * check of its own: scan_head() already refused every control character
+ * except HTAB, which RFC 9110 allows inside field values. */
+static bool parse_header_line(wsh_str_t line, wsh_header_t *h)
+{
+    const char *s = line.p, *e = line.p + line.len, *q = s;
+
+    while (q < e && is_tchar((unsigned char)*q))
+        q++;
+    if (q == s || q == e || *q != ':')
+        return false;
+    h->name.p = s;
+    h->name.len = (size_t)(q - s);
+    q++;
+    while (q < e && is_ows(*q))
+        q++;
+    while (e > q && is_ows(e[-1]))
+        e--;
+    h->value.p = q;
+    h->value.len = (size_t)(e - q);
+    return true;
+}
+
+/* The header lines from p up to and including the empty line at end. */
+static int parse_headers(const char *p, const char *end, wsh_header_t *hs, size_t *num)
+{
+    size_t n = 0;
+    wsh_str_t line;
+
+    *num = 0;
+    for (;;) {
+        p = next_line(p, end, &line);
+        if (line.len == 0) /* scan_head() stopped at the first empty line */
+            break;
+        if (n == WSH_MAX_HEADERS)
+            return WS_E_HTTP_TOO_BIG;
+        if (!parse_header_line(line, &hs[n]))
+            return WS_E_HTTP_BAD;
+        n++;
+    }
+    *num = n;
+    return WS_OK;
+}
+
+/* method SP request-target SP HTTP-version. The target is non-empty and
+ * made of visible ASCII only (RFC 3986 has no raw spaces or 8-bit bytes). */
+static bool parse_request_line(wsh_str_t line, wsh_request_t *req)
+{
+    const char *p = line.p, *e = line.p + line.len, *s;
+
+    for (s = p; p < e && is_tchar((unsigned char)*p); p++)
+        ;
+    if (p == s || p == e || *p != ' ')
+        return false;
+    req->method.p = s;
+    req->method.len = (size_t)(p - s);
+    for (s = ++p; p < e && (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f; p++)
+        ;
+    if (p == s || p == e || *p != ' ')
+        return false;
+    req->target.p = s;
+    req->target.len = (size_t)(p - s);
+    p++;
+    if (e - p != 8 || (req->minor_version = parse_version(p, 8)) < 0)
+        return false;
+
+    const char *qm = memchr(req->target.p, '?', req->target.len);
+    req->path.p = req->target.p;
+    req->path.len = qm != NULL ? (size_t)(qm - req->target.p) : req->target.len;
+    req->query.p = qm != NULL ? qm + 1 : req->target.p + req->target.len;
+    req->query.len = req->target.len - req->path.len - (qm != NULL ? 1 : 0);
+    return true;
+}
+
+/* HTTP-version SP 3DIGIT [SP reason-phrase]. The SP before an empty reason
+ * may be missing, as some servers send it that way. */
+static bool parse_status_line(wsh_str_t line, wsh_response_t *res)
+{
+    const char *p = line.p, *e = line.p + line.len;
+
+    if ((res->minor_version = parse_version(p, line.len)) < 0)
+        return false;
+    p += 8;
+    if (e - p < 4 || p[0] != ' ')
+        return false;
+    p++;
+    for (int i = 0; i < 3; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+    res->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (res->status < 100 || res->status > 599)
+        return false;
+    p += 3;
+    if (p < e && *p++ != ' ')
+        return false;
+    res->reason.p = p;
+    res->reason.len = (size_t)(e - p);
+    return true;
+}
+
+/* ---- Parsers ---- */
+
+int wsh_parse_request(const char *buf, size_t len, size_t *scanned, wsh_request_t *req)
+{
+    size_t from_start = 0;
+    wsh_str_t line;
+    int r;
+
+    if (req == NULL || (buf == NULL && len > 0))
+        return WS_E_INVAL;
+    if (scanned == NULL)
+        scanned = &from_start;
+    if ((r = scan_head((const unsigned char *)buf, len, scanned)) <= 0)
+        return r;
+
+    const char *end = buf + r;
+    const char *p = next_line(buf, end, &line);
+    if (!parse_request_line(line, req))
+        return WS_E_HTTP_BAD;
+    int hr = parse_headers(p, end, req->headers, &req->num_headers);
+    return hr < 0 ? hr : r;
+}
+
+int wsh_parse_response(const char *buf, size_t len, size_t *scanned, wsh_response_t *res)
+{
+    size_t from_start = 0;
+    wsh_str_t line;
+    int r;
+
+    if (res == NULL || (buf == NULL && len > 0))
+        return WS_E_INVAL;
+    if (scanned == NULL)
+        scanned = &from_start;
+    if ((r = scan_head((const unsigned char *)buf, len, scanned)) <= 0)
+        return r;
+
+    const char *end = buf + r;
+    const char *p = next_line(buf, end, &line);
+    if (!parse_status_line(line, res))
+        return WS_E_HTTP_BAD;
+    int hr = parse_headers(p, end, res->headers, &res->num_headers);
+    return hr < 0 ? hr : r;
+}
+
+/* ---- Header lookup and token lists ---- */
+
+const wsh_str_t *wsh_header_get(const wsh_header_t *headers, size_t n, const char *name)
+{
+    if (headers == NULL || name == NULL)
+        return NULL;
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name.len == nlen && mem_ieq(headers[i].name.p, name, nlen))
+            return &headers[i].value;
+    return NULL;
+}
+
+/* How many headers are called name. */
+static size_t header_count(const wsh_header_t *headers, size_t n, const char *name)
+{
+    size_t nlen = strlen(name), count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name.len == nlen && mem_ieq(headers[i].name.p, name, nlen))
+            count++;
+    return count;
+}
+
+/* Skip the rest of a list element (parameters, stray words) up to the next
+ * comma that is not inside a quoted string; returns a pointer to that comma
+ * or to e. */
+static const char *skip_element(const char *p, const char *e)
+{
+    bool quoted = false;
+
+    for (; p < e; p++) {
+        if (quoted) {
+            if (*p == '\\' && p + 1 < e)
+                p++;
+            else if (*p == '"')
+                quoted = false;
+        } else if (*p == '"') {
+            quoted = true;
+        } else if (*p == ',') {
+            break;
+        }
+    }
+    return p;
+}
+
+/* Token-list membership, case-insensitive (HTTP tokens) or exact
+ * (subprotocol names, which clients compare byte for byte). */
+static bool list_has(wsh_str_t v, const char *tok, size_t toklen, bool icase)
+{
+    const char *p = v.p, *e = v.p + v.len;
+
+    if (toklen == 0 || v.p == NULL)
+        return false;
+    while (p < e) {
+        while (p < e && (is_ows(*p) || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < e && *p != ',' && *p != ';' && *p != '"' && !is_ows(*p))
+            p++;
+        size_t n = (size_t)(p - s);
+        while (p < e && is_ows(*p))
+            p++;
+        bool whole = p == e || *p == ',' || *p == ';';
+        if (whole && n == toklen && (icase ? mem_ieq(s, tok, n) : memcmp(s, tok, n) == 0))
+            return true;
+        p = skip_element(p, e);
+    }
+    return false;
+}
+
+bool wsh_has_token(wsh_str_t value, const char *token)
+{
+    return token != NULL && list_has(value, token, strlen(token), true);
+}
+
+/* True if any header called name lists token; list headers may repeat. */
+static bool any_has(const wsh_header_t *hs, size_t n, const char *name, const char *token,
+                    bool icase)
+{
+    size_t nlen = strlen(name), tlen = strlen(token);
+    for (size_t i = 0; i < n; i++)
+        if (hs[i].name.len == nlen && mem_ieq(hs[i].name.p, name, nlen) &&
+            list_has(hs[i].value, token, tlen, icase))
+            return true;
+    return false;
+}
+
+/* ---- Server side: validation ---- */
+
+bool wsh_wants_upgrade(const wsh_request_t *req)
+{
+    if (req == NULL)
+        return false;
+    return wsh_header_get(req->headers, req->num_headers, "Upgrade") != NULL ||
+           wsh_header_get(req->headers, req->num_headers, "Sec-WebSocket-Key") != NULL;
+}
+
+/* 22 base64 characters and "==": exactly 16 bytes once decoded. */
+static bool key_valid(const wsh_str_t *k)
+{
+    if (k == NULL || k->len != WSH_KEY_LEN)
+        return false;
+    for (size_t i = 0; i < WSH_KEY_LEN - 2; i++)
+        if (!is_b64((unsigned char)k->p[i]))
+            return false;
+    return k->p[WSH_KEY_LEN - 2] == '=' && k->p[WSH_KEY_LEN - 1] == '=';
+}
+
+static int reject(wsh_upgrade_t *up, int status, const char *why)
+{
+    up->status = status;
+    up->error = why;
+    return status;
+}
+
+int wsh_check_upgrade(const wsh_request_t *req, wsh_upgrade_t *up)
+{
+    if (req == NULL || up == NULL)
+        return WS_E_INVAL;
+    memset(up, 0, sizeof *up);
+
+    const wsh_header_t *hs = req->headers;
+    size_t n = req->num_headers;
+    const wsh_str_t *v;
+
+    if ((v = wsh_header_get(hs, n, "Origin")) != NULL)
+        up->origin = *v;
+    if ((v = wsh_header_get(hs, n, "Sec-WebSocket-Extensions")) != NULL)
+        up->extensions = *v;
+    up->subprotocol = any_has(hs, n, "Sec-WebSocket-Protocol", WSH_SUBPROTOCOL, false);
+
+    /* Methods are case-sensitive (RFC 9110 9.1). */
+    if (!str_is(req->method, "GET"))
+        return reject(up, 400, "method must be GET");
+    if (req->minor_version < 1)
+        return reject(up, 400, "HTTP/1.1 or later required");
+    if (!any_has(hs, n, "Upgrade", "websocket", true))
+        return reject(up, 400, "missing Upgrade: websocket");
+    if (!any_has(hs, n, "Connection", "upgrade", true))
+        return reject(up, 400, "missing Connection: upgrade");
+    /* RFC 6455 11.3.1: the key must not appear more than once. */
+    v = wsh_header_get(hs, n, "Sec-WebSocket-Key");
+    if (header_count(hs, n, "Sec-WebSocket-Key") != 1 || !key_valid(v))
+        return reject(up, 400, "missing or invalid Sec-WebSocket-Key");
+    /* Every Sec-WebSocket-Version line must say exactly 13. */
+    if (header_count(hs, n, "Sec-WebSocket-Version") == 0)
+        return reject(up, 426, "missing Sec-WebSocket-Version");
+    for (size_t i = 0; i < n; i++)
+        if (hs[i].name.len == 21 && mem_ieq(hs[i].name.p, "Sec-WebSocket-Version", 21) &&
+            !str_is(hs[i].value, "13"))
+            return reject(up, 426, "unsupported Sec-WebSocket-Version");
+
+    wsh_accept_key(v->p, v->len, up->accept);
+    if (up->accept[0] == '\0') /* OpenSSL could not hash: out of memory */
+        return reject(up, 500, "cannot compute Sec-WebSocket-Accept");
+    up->status = 101;
+    return 101;
+}
+
+void wsh_accept_key(const char *key, size_t key_len, char out[WSH_ACCEPT_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx;
+    bool ok;
+
+    if (out == NULL)
+        return;
+    out[0] = '\0';
+    if (key == NULL && key_len > 0)
+        return;
+    if ((ctx = EVP_MD_CTX_new()) == NULL)
+        return;
+    ok = EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+         (key_len == 0 || EVP_DigestUpdate(ctx, key, key_len) == 1) &&
+         EVP_DigestUpdate(ctx, WSH_GUID, sizeof WSH_GUID - 1) == 1 &&
+         EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == WSH_SHA1_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (ok) /* 20 bytes -> 28 characters and a NUL */
+        EVP_EncodeBlock((unsigned char *)out, md, WSH_SHA1_LEN);
+}
+
+/* ---- Responses ---- */
+
+const char *wsh_status_text(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        break;
+    }
+    /* RFC 9110 15: an unknown code is understood as its class's x00. */
+    if (status >= 100 && status < 200)
+        return "Informational";
+    if (status >= 200 && status < 300)
+        return "Success";
+    if (status >= 300 && status < 400)
+        return "Redirection";
+    if (status >= 400 && status < 500)
+        return "Client Error";
+    if (status >= 500 && status < 600)
+        return "Server Error";
+    return "Unknown";
+}
+
+/* A bounded output buffer: appends stop at the first overflow, and
+ * out_finish() turns that into WS_E_NOSPACE. */
+typedef struct out {
+    char *p;
+    size_t cap, len;
+    bool over;
+} out_t;
+
+static void out_mem(out_t *o, const char *s, size_t n)
+{
+    if (o->over || n == 0)
+        return;
+    if (n > o->cap - o->len) {
+        o->over = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void out_str(out_t *o, const char *s)
+{
+    out_mem(o, s, strlen(s));
+}
+
+static void out_uint(out_t *o, unsigned long long v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%llu", v);
+    out_mem(o, tmp, (size_t)n);
+}
+
+static void out_line(out_t *o, const char *name, const char *value)
+{
+    out_str(o, name);
+    out_str(o, ": ");
+    out_str(o, value);
+    out_str(o, "\r\n");
+}
+
+/* The length written, NUL-terminated when there is room for the NUL. */
+static int out_finish(out_t *o)
+{
+    if (o->over || o->len > INT_MAX)
+        return WS_E_NOSPACE;
+    if (o->len < o->cap)
+        o->p[o->len] = '\0';
+    return (int)o->len;
+}
+
+/* A header value we are asked to send: no control characters except HTAB,
+ * so nobody can smuggle a CRLF into our head. */
+static bool value_ok(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (is_bad_ctl((unsigned char)*s) || *s == '\r' || *s == '\n')
+            return false;
+    return true;
+}
+
+/* Visible ASCII only, non-empty: request targets, Host, keys. */
+static bool word_ok(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Extra header lines: each non-empty, each ending in CRLF, nothing else
+ * that could end the head early or break a line. */
+static bool extra_ok(const char *s)
+{
+    const char *line = s;
+
+    for (; *s != '\0'; s++) {
+        if (*s == '\r') {
+            if (s[1] != '\n' || s == line)
+                return false;
+            s++;
+            line = s + 1;
+        } else if (*s == '\n' || is_bad_ctl((unsigned char)*s)) {
+            return false;
+        }
+    }
+    return s == line;
+}
+
+static void out_status_line(out_t *o, int status)
+{
+    out_str(o, "HTTP/1.1 ");
+    out_uint(o, (unsigned long long)status);
+    out_str(o, " ");
+    out_str(o, wsh_status_text(status));
+    out_str(o, "\r\n");
+}
+
+int wsh_write_101(char *out, size_t cap, const wsh_upgrade_t *up, const char *extensions)
+{
+    out_t o = {out, cap, 0, false};
+
+    if ((out == NULL && cap > 0) || up == NULL ||
+        strnlen(up->accept, sizeof up->accept) != WSH_ACCEPT_LEN)
+        return WS_E_INVAL;
+    if (extensions != NULL && !value_ok(extensions))
+        return WS_E_INVAL;
+    out_status_line(&o, 101);
+    out_line(&o, "Upgrade", "websocket");
+    out_line(&o, "Connection", "Upgrade");
+    out_line(&o, "Sec-WebSocket-Accept", up->accept);
+    if (up->subprotocol)
+        out_line(&o, "Sec-WebSocket-Protocol", WSH_SUBPROTOCOL);
+    if (extensions != NULL && extensions[0] != '\0')
+        out_line(&o, "Sec-WebSocket-Extensions", extensions);
+    out_str(&o, "\r\n");
+    return out_finish(&o);
+}
+
+/* RFC 9110 8.6: no Content-Length on 1xx and 204 responses. */
+static bool has_no_content(int status)
+{
+    return status < 200 || status == 204;
+}
+
+int wsh_write_head(char *out, size_t cap, int status, const char *content_type,
+                   size_t content_length, const char *extra)
+{
+    out_t o = {out, cap, 0, false};
+
+    if ((out == NULL && cap > 0) || status < 100 || status > 599)
+        return WS_E_INVAL;
+    if ((content_type != NULL && !value_ok(content_type)) || (extra != NULL && !extra_ok(extra)))
+        return WS_E_INVAL;
+    out_status_line(&o, status);
+    if (content_type != NULL)
+        out_line(&o, "Content-Type", content_type);
+    if (!has_no_content(status)) {
+        out_str(&o, "Content-Length: ");
+        out_uint(&o, (unsigned long long)content_length);
+        out_str(&o, "\r\n");
+    }
+    out_line(&o, "Connection", "close");
+    if (extra != NULL)
+        out_str(&o, extra);
+    out_str(&o, "\r\n");
+    return out_finish(&o);
+}
+
+int wsh_write_error(char *out, size_t cap, int status, const char *message)
+{
+    const char *extra = NULL;
+
+    /* These statuses cannot carry a body. */
+    if (has_no_content(status) || status == 304)
+        return WS_E_INVAL;
+    if (message == NULL)
+        message = wsh_status_text(status);
+    if (status == 426)
+        extra = "Sec-WebSocket-Version: 13\r\n";
+    else if (status == 405) /* RFC 9110 15.5.6: 405 must list the allowed methods */
+        extra = "Allow: GET\r\n";
+
+    size_t mlen = strlen(message);
+    int r = wsh_write_head(out, cap, status, "text/plain", mlen + 1, extra);
+    if (r < 0)
+        return r;
+
+    out_t o = {out, cap, (size_t)r, false};
+    out_mem(&o, message, mlen);
+    out_str(&o, "\n");
+    return out_finish(&o);
+}
+
+/* ---- Client side ---- */
+
+void wsh_make_key(const uint8_t nonce[16], char out[WSH_KEY_LEN + 1])
+{
+    if (out == NULL)
+        return;
+    out[0] = '\0';
+    if (nonce != NULL) /* 16 bytes -> 24 characters and a NUL */
+        EVP_EncodeBlock((unsigned char *)out, nonce, WSH_NONCE_LEN);
+}
+
+int wsh_write_request(char *out, size_t cap, const char *host, const char *target, const char *key,
+                      const char *extra)
+{
+    out_t o = {out, cap, 0, false};
+
+    if ((out == NULL && cap > 0) || host == NULL || target == NULL || key == NULL)
+        return WS_E_INVAL;
+    if (!word_ok(host) || !word_ok(target) || !word_ok(key) || (extra != NULL && !extra_ok(extra)))
+        return WS_E_INVAL;
+    out_str(&o, "GET ");
+    out_str(&o, target);
+    out_str(&o, " HTTP/1.1\r\n");
+    out_line(&o, "Host", host);
+    out_line(&o, "Upgrade", "websocket");
+    out_line(&o, "Connection", "Upgrade");
+    out_line(&o, "Sec-WebSocket-Key", key);
+    out_line(&o, "Sec-WebSocket-Version", "13");
+    if (extra != NULL)
+        out_str(&o, extra);
+    out_str(&o, "\r\n");
+    return out_finish(&o);
+}
+
+int wsh_check_101(const wsh_response_t *res, const char *key)
+{
+    char expect[WSH_ACCEPT_LEN + 1];
+    const wsh_str_t *acc;
+
+    if (res == NULL || key == NULL)
+        return WS_E_INVAL;
+    if (res->status != 101)
+        return WS_E_HTTP_BAD;
+    if (!any_has(res->headers, res->num_headers, "Upgrade", "websocket", true) ||
+        !any_has(res->headers, res->num_headers, "Connection", "upgrade", true))
+        return WS_E_HTTP_BAD;
+    acc = wsh_header_get(res->headers, res->num_headers, "Sec-WebSocket-Accept");
+    if (acc == NULL || header_count(res->headers, res->num_headers, "Sec-WebSocket-Accept") != 1)
+        return WS_E_HTTP_BAD;
+    wsh_accept_key(key, strlen(key), expect);
+    if (expect[0] == '\0')
+        return WS_E_NOMEM;
+    if (acc->len != WSH_ACCEPT_LEN || memcmp(acc->p, expect, WSH_ACCEPT_LEN) != 0)
+        return WS_E_HTTP_BAD;
+    return WS_OK;
+}
