@@ -305,25 +305,33 @@ void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const
     start(b, port, args, env);
 }
 
-int it_broker_term(it_broker_t *b, int timeout_ms)
+int it_broker_wait(it_broker_t *b, int timeout_ms)
 {
     int st;
     int64_t deadline = it_now_ms() + timeout_ms;
     if (b->pid <= 0)
         return -1;
-    kill(b->pid, SIGTERM);
     for (;;) {
         pid_t r = waitpid(b->pid, &st, WNOHANG);
         if (r == b->pid) {
             b->pid = 0;
             return st;
         }
-        if (r < 0 && errno != EINTR)
-            break;
-        if (it_now_ms() >= deadline)
-            break;
-        it_sleep_ms(5);
+        if ((r < 0 && errno != EINTR) || it_now_ms() >= deadline)
+            return -1;
+        it_sleep_ms(2);
     }
+}
+
+int it_broker_term(it_broker_t *b, int timeout_ms)
+{
+    int st;
+    if (b->pid <= 0)
+        return -1;
+    kill(b->pid, SIGTERM);
+    st = it_broker_wait(b, timeout_ms);
+    if (st != -1 || b->pid <= 0)
+        return st;
     kill(b->pid, SIGKILL);
     waitpid(b->pid, &st, 0);
     b->pid = 0;

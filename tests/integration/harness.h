@@ -80,6 +80,10 @@ void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const
  * status, or -1 if the process did not exit (it is then SIGKILLed). */
 int it_broker_term(it_broker_t *b, int timeout_ms);
 
+/* Wait up to timeout_ms for the process to exit, without signalling it.
+ * Returns the wait status, or -1 if it is still running. */
+int it_broker_wait(it_broker_t *b, int timeout_ms);
+
 /* it_broker_term with a 10 s bound, failing unless the exit status is 0. */
 #define it_broker_stop(b) it_broker_stop_at(__FILE__, __LINE__, (b))
 void it_broker_stop_at(const char *file, int line, it_broker_t *b);
