@@ -192,6 +192,7 @@ typedef struct bconn {
     bool blocked;    /* publisher stopped by the window or the lag bound */
     bool stopped;    /* publisher: no more publishes */
     bool done;       /* publisher: stopped and all acks in */
+    bool got_close;  /* the broker answered our Close; waiting for EOF */
     ws_parser_t wp;
     char *hs; /* response head while in CS_HANDSHAKE */
     size_t hs_len, hs_scanned;
@@ -258,7 +259,8 @@ typedef struct bthread {
     msg_server_t errmsg; /* scratch for describing broker errors */
     /* Copied from bench_t when the thread sees PH_RUN. */
     uint64_t t_run, t_measure, t_end;
-    uint64_t expected; /* sum over subscribers of final - base */
+    uint64_t expected;    /* sum over subscribers of final - base */
+    uint64_t missing_end; /* part of lost: final - last at the end */
     bool handles_closed;
     bool finished; /* scen_finish done */
     bool refilling;

@@ -273,7 +273,10 @@ static void on_close_frame(bconn_t *c, uint16_t code, const uint8_t *reason, siz
 {
     bthread_t *th = c->th;
     if (c->state == CS_CLOSING) {
-        conn_abort(c);
+        /* Our close is answered. RFC 6455 7.1.1: the server closes TCP
+         * first, so the TIME_WAIT lands on its side and not on our
+         * ephemeral ports; the EOF arrives in on_read. */
+        c->got_close = true;
         return;
     }
     if (atomic_load_explicit(&th->b->phase, memory_order_acquire) < PH_CLOSE) {
@@ -320,7 +323,7 @@ static void on_message(bconn_t *c, const char *p, size_t len)
 /* Feed frame bytes (mutable: the parser works in place). */
 static void feed(bconn_t *c, uint8_t *p, size_t n)
 {
-    while (n > 0 && c->state != CS_DEAD) {
+    while (n > 0 && c->state != CS_DEAD && !c->got_close) {
         ws_event_t ev;
         ssize_t r = ws_parser_feed(&c->wp, p, n, &ev);
         if (r < 0) {

@@ -28,8 +28,8 @@
 
 #include "bench.h"
 
-#define CLOSE_WAIT_S 3.0 /* close handshakes */
-#define RSS_SETTLE_S 1.0 /* conns: before reading the broker's RSS */
+#define CLOSE_WAIT_S 10.0 /* close handshakes */
+#define RSS_SETTLE_S 1.0  /* conns: before reading the broker's RSS */
 #define PROGRESS_NS  1000000000ull
 #define POLL_NS      20000000ull
 
@@ -70,7 +70,8 @@ static void usage(FILE *f)
           "  --setup-timeout S     bound on connecting and subscribing [60]\n"
           "  --subs N              fanout [1000], latency [100]: subscribers\n"
           "  --pubs N              fanout, latency: publishers [1]\n"
-          "  --window N            unacked publishes per publisher [32; latency 256]\n"
+          "  --window N            unacked publishes per publisher [32; latency 256;\n"
+          "                        fewer for payloads over 8 KiB: 256 KiB in flight]\n"
           "  --max-lag N           messages a publisher may be ahead of its subscribers\n"
           "                        (on average for a shared topic) [256, less for big\n"
           "                        payloads]\n"
@@ -354,13 +355,28 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
         return -1;
     }
     o->subs = subs ? subs : o->scenario == SC_LATENCY ? 100 : 1000;
-    o->window = window ? window : o->scenario == SC_LATENCY ? 256 : 32;
+    /* Defaults that keep the run inside a memory budget: about 64 MiB of
+     * messages queued towards all subscribers together (broker queues and
+     * socket buffers), at most 256 per subscriber, which is also well under
+     * the broker's default 8 MiB --max-backlog; and at most 256 KiB of
+     * unacked publishes per publisher. A window wider than the lag would
+     * never be used. */
+    size_t frame = o->payload + 128;
+    size_t receivers = o->scenario == SC_PAIRS ? o->pairs : o->subs;
     if (o->max_lag == 0) {
-        /* About 2 MiB of delivered frames per subscriber at most: a
-         * quarter of the broker's default --max-backlog. */
-        size_t frame = o->payload + 128;
-        size_t lag = (2u << 20) / frame;
-        o->max_lag = lag > 256 ? 256 : lag < 4 ? 4 : (unsigned)lag;
+        size_t lag = (64u << 20) / (receivers * frame);
+        o->max_lag = lag > 256 ? 256 : lag < 1 ? 1 : (unsigned)lag;
+    }
+    if (window != 0) {
+        o->window = window;
+    } else {
+        size_t w = o->scenario == SC_LATENCY ? 256 : 32;
+        size_t wmax = (256u << 10) / frame;
+        if (w > wmax)
+            w = wmax;
+        if (w > o->max_lag)
+            w = o->max_lag;
+        o->window = w < 1 ? 1 : (unsigned)w;
     }
     return parse_url(o);
 }
@@ -525,6 +541,7 @@ static bool all_closed(bench_t *b)
 typedef struct result {
     double setup_s, handshakes_per_s, ready_per_s, window_s, drain_s;
     double bench_cpu_s, broker_cpu_s;
+    double close_s; /* from PH_CLOSE until every connection was closed */
     long rss_before, rss_after, rss_closed;
     bool ran, setup_timeout, drain_timeout;
     uint64_t not_ready;
@@ -575,6 +592,9 @@ static int report(bench_t *b, const result_t *r)
 
     uint64_t sent = SUM(b, published), acked = SUM(b, acked), delivered = SUM(b, delivered);
     uint64_t lost = SUM(b, lost), dups = SUM(b, duplicates), reord = SUM(b, reordered);
+    uint64_t missing_end = 0;
+    for (unsigned i = 0; i < o->threads; i++)
+        missing_end += b->th[i].missing_end;
     uint64_t subs = SUM(b, subs_ready), pubs = SUM(b, pubs_ready);
     double win = r->window_s > 0 ? r->window_s : 1;
 
@@ -630,8 +650,9 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"expected\":%llu,\"delivered\":%llu,\"deliveries_per_s\":%.0f",
                 (unsigned long long)expected, (unsigned long long)delivered,
                 (double)SUM(b, win_delivered) / win);
-        fprintf(f, ",\"lost\":%llu,\"duplicates\":%llu,\"reordered\":%llu",
-                (unsigned long long)lost, (unsigned long long)dups, (unsigned long long)reord);
+        fprintf(f, ",\"lost\":%llu,\"missing_at_end\":%llu,\"duplicates\":%llu,\"reordered\":%llu",
+                (unsigned long long)lost, (unsigned long long)missing_end, (unsigned long long)dups,
+                (unsigned long long)reord);
         fprintf(f, ",\"latency_us\":{\"samples\":%llu", (unsigned long long)lat.count);
         if (lat.count > 0)
             fprintf(f,
@@ -646,6 +667,7 @@ static int report(bench_t *b, const result_t *r)
             fprintf(f, ",\"broker_cpu_s\":%.2f", r->broker_cpu_s);
     }
 
+    fprintf(f, ",\"close_s\":%.3f", r->close_s);
     fprintf(f, ",\"errors\":{\"total\":%llu", (unsigned long long)errors);
     static const char *const kinds[ERR_KINDS] = {
         "connect", "handshake",   "closed_by_broker", "io", "protocol", "broker_error",
@@ -677,8 +699,10 @@ static int report(bench_t *b, const result_t *r)
         if (interrupted)
             n += (size_t)snprintf(why + n, sizeof why - n, "interrupted; ");
         if (lost)
-            n += (size_t)snprintf(why + n, sizeof why - n, "%llu messages lost; ",
-                                  (unsigned long long)lost);
+            n += (size_t)snprintf(why + n, sizeof why - n,
+                                  "%llu messages lost (%llu of them still missing when the "
+                                  "drain ended); ",
+                                  (unsigned long long)lost, (unsigned long long)missing_end);
         if (dups)
             n += (size_t)snprintf(why + n, sizeof why - n, "%llu duplicates; ",
                                   (unsigned long long)dups);
@@ -845,7 +869,11 @@ int main(int argc, char **argv)
 
     progress_t pg = {0};
     set_phase(b, PH_CLOSE);
-    wait_until(b, &pg, "close", now_ns() + (uint64_t)(CLOSE_WAIT_S * 1e9), all_closed);
+    uint64_t t_close = now_ns();
+    if (!wait_until(b, &pg, "close", t_close + (uint64_t)(CLOSE_WAIT_S * 1e9), all_closed))
+        fprintf(stderr, "[%s] close: %llu connections still open after %.0f s, dropping them\n",
+                b->o.name, (unsigned long long)SUM(b, open), CLOSE_WAIT_S);
+    res.close_s = (double)(now_ns() - t_close) / 1e9;
     set_phase(b, PH_EXIT);
     for (unsigned i = 0; i < b->o.threads; i++)
         uv_thread_join(&b->th[i].tid);

@@ -3,7 +3,8 @@
  * and its reaction to the run phases.
  *
  * The thread learns about phase changes by polling bench_t.phase from a
- * short repeating timer (1-2 ms). A uv_async_t would wake it sooner, but
+ * short repeating timer (5 ms; 1 ms in the latency scenario, whose
+ * publishers it paces). A uv_async_t would wake it sooner, but
  * main could then call uv_async_send on a handle the thread has already
  * closed on its way out; a few milliseconds of reaction time cost nothing
  * here. Phases are entered in order even if the thread misses one, so every
@@ -104,7 +105,7 @@ static void on_cork(uv_prepare_t *p)
 int thr_init(bthread_t *th)
 {
     const bench_t *b = th->b;
-    unsigned ms = (b->o.scenario == SC_LATENCY || b->o.connect_rate > 0) ? 1 : 2;
+    unsigned ms = b->o.scenario == SC_LATENCY ? 1 : 5;
 
     if (uv_loop_init(&th->loop) != 0)
         return -1;
