@@ -273,8 +273,8 @@ export class Client extends EventTarget {
     queueMicrotask(() => {
       if (this._state !== 'connecting') return;
       const detail = { url: this._safeUrl() };
-      this._emit('connecting', detail);
       this._emit('statechange', { state: 'connecting', previous: null, ...detail });
+      this._emit('connecting', detail);
     });
     this._open();
   }
@@ -500,8 +500,8 @@ export class Client extends EventTarget {
     if (previous === state) return;
     this._state = state;
     if (state === 'closed') this._detachWindow();
-    this._emit(state, detail);
     this._emit('statechange', { state, previous, ...detail });
+    this._emit(state, detail);
   }
 
   _clearTimers() {

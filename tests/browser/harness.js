@@ -1,0 +1,225 @@
+// Shared helpers for the browser tests: a broker process on a free loopback
+// port, and Debian's Chromium driven by playwright-core with a fresh profile.
+// Everything talks to 127.0.0.1 only, and every wait is bounded.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const brokerBin = path.resolve(repoRoot, process.env.WSBROKER_BIN || 'build-test/broker/wsbroker');
+export const chromiumPath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Poll `fn` until it returns a truthy value; throw after `timeout` ms. */
+export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await sleep(interval);
+  }
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function healthy(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A wsbroker process on 127.0.0.1:`port`. `start()` waits for /healthz;
+ * `kill()` sends SIGKILL (a crash), `stop()` SIGTERM (graceful), both wait
+ * for the exit.
+ */
+export class Broker {
+  constructor(port, extraArgs = []) {
+    this.port = port;
+    this.extraArgs = extraArgs;
+    this.proc = null;
+    this.log = '';
+  }
+
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get wsUrl() {
+    return `ws://127.0.0.1:${this.port}/ws`;
+  }
+
+  async start() {
+    if (!existsSync(brokerBin)) {
+      throw new Error(`broker binary not found at ${brokerBin} (build it, or set WSBROKER_BIN)`);
+    }
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--workers', '2', '--log-level', 'warn', ...this.extraArgs];
+    const proc = spawn(brokerBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    const keep = (chunk) => {
+      this.log = (this.log + chunk.toString()).slice(-20000);
+    };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    proc.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    const deadline = Date.now() + 10000;
+    while (!(await healthy(this.port))) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        throw new Error(`broker exited at start (${proc.exitCode ?? proc.signalCode}):\n${this.log}`);
+      }
+      if (Date.now() > deadline) {
+        await this.kill();
+        throw new Error(`broker not healthy on port ${this.port} within 10 s:\n${this.log}`);
+      }
+      await sleep(50);
+    }
+    return this;
+  }
+
+  async _signal(sig, timeout) {
+    const proc = this.proc;
+    if (!proc) return null;
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(sig);
+    const res = await Promise.race([proc.exited, sleep(timeout).then(() => null)]);
+    if (res === null) {
+      proc.kill('SIGKILL');
+      await proc.exited;
+    }
+    this.proc = null;
+    return res;
+  }
+
+  /** Crash the broker (SIGKILL). */
+  kill() {
+    return this._signal('SIGKILL', 5000);
+  }
+
+  /** Graceful shutdown (SIGTERM), SIGKILL after 8 s. */
+  stop() {
+    return this._signal('SIGTERM', 8000);
+  }
+
+  /** Freeze (SIGSTOP) or thaw (SIGCONT) the process: connections stay open but silent. */
+  pause() {
+    this.proc.kill('SIGSTOP');
+  }
+
+  resume() {
+    this.proc.kill('SIGCONT');
+  }
+}
+
+/** Start a broker on a fresh free port, retrying if another process grabs the port first. */
+export async function startBroker(extraArgs = []) {
+  let lastErr;
+  for (let i = 0; i < 5; i++) {
+    const b = new Broker(await freePort(), extraArgs);
+    try {
+      return await b.start();
+    } catch (e) {
+      lastErr = e;
+    }
+  }
+  throw lastErr;
+}
+
+/**
+ * Launch Debian's Chromium with a fresh profile directory. Returns the
+ * persistent context (its pages share the profile), `newContext()` for
+ * isolated extra contexts, and `close()` that removes the profile.
+ */
+export async function launchBrowser() {
+  if (!existsSync(chromiumPath)) {
+    throw new Error(`${chromiumPath} not found: apt-get install -y chromium`);
+  }
+  const profile = await mkdtemp(path.join(os.tmpdir(), 'wsbroker-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+    timeout: 30000,
+  });
+  context.setDefaultTimeout(10000);
+  const extra = [];
+  return {
+    context,
+    async newContext(opts = {}) {
+      const browser = context.browser();
+      if (!browser) throw new Error('persistent context has no browser object');
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
+      ctx.setDefaultTimeout(10000);
+      extra.push(ctx);
+      return ctx;
+    },
+    async close() {
+      for (const ctx of extra) await ctx.close().catch(() => {});
+      await context.close().catch(() => {});
+      await rm(profile, { recursive: true, force: true }).catch(() => {});
+    },
+  };
+}
+
+/**
+ * Open a page on the broker's origin that has loaded wsbroker.js as
+ * `window.wsb`. The page itself is served by the test (Playwright routing),
+ * so only the module comes from the broker.
+ */
+export async function openLibPage(context, broker) {
+  const page = await context.newPage();
+  const pageUrl = `${broker.url}/__wsbroker_test__.html`;
+  await page.route(pageUrl, (route) =>
+    route.fulfill({
+      status: 200,
+      contentType: 'text/html; charset=utf-8',
+      body:
+        '<!doctype html><meta charset="utf-8"><title>wsbroker.js test</title>' +
+        '<script type="module">import * as wsb from "/wsbroker.js"; window.wsb = wsb;</script>',
+    }),
+  );
+  await page.goto(pageUrl);
+  await page.waitForFunction(() => window.wsb !== undefined, null, { timeout: 10000 });
+  return page;
+}
+
+/** Collect page errors and console errors so a test can assert there were none. */
+export function watchErrors(page) {
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
+  });
+  return errors;
+}
