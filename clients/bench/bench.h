@@ -326,6 +326,12 @@ void scen_on_message(bconn_t *c, const struct smsg *m);
 void scen_on_dead(bconn_t *c);
 /* Build topics and per-thread connection lists. 0 or -1 (message printed). */
 int scen_plan(bench_t *b);
+/* Check seq s against subscriber c's history and record it. SEQ_NEXT: the
+ * highest so far, *gap seqs were skipped before it (lost unless they come
+ * late); SEQ_LATE: one of the skipped seqs; SEQ_DUP: seen before, or from
+ * before the subscription. */
+enum { SEQ_NEXT = 0, SEQ_LATE, SEQ_DUP };
+int scen_seq(bconn_t *c, uint64_t s, uint64_t *gap);
 /* PH_RUN entry: copy the run times, start publishing. */
 void scen_run_start(bthread_t *th);
 /* Tick during PH_RUN and PH_STOP: pacing, stop, done checks. */

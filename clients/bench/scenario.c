@@ -311,6 +311,26 @@ static void on_sub_ack(bconn_t *c, const smsg_t *m)
     conn_ready(c);
 }
 
+int scen_seq(bconn_t *c, uint64_t s, uint64_t *gap)
+{
+    *gap = 0;
+    if (s > c->last) {
+        uint64_t step = s - c->last;
+        *gap = step - 1;
+        c->seen = step >= 64 ? 1 : (c->seen << step) | 1;
+        c->last = s;
+        return SEQ_NEXT;
+    }
+    uint64_t back = c->last - s;
+    if (s <= c->base || (back < 64 && (c->seen >> back) & 1))
+        return SEQ_DUP;
+    /* A seq skipped earlier (and counted lost) arrives late. Beyond the
+     * 64-seq window a duplicate cannot be told apart; it is taken as late. */
+    if (back < 64)
+        c->seen |= (uint64_t)1 << back;
+    return SEQ_LATE;
+}
+
 static void on_delivery(bconn_t *c, const smsg_t *m)
 {
     bthread_t *th = c->th;
@@ -324,26 +344,19 @@ static void on_delivery(bconn_t *c, const smsg_t *m)
         conn_error(th, ERR_PROTOCOL, "message without a seq on %s", t->name);
         return;
     }
-    uint64_t s = m->seq;
-    if (s > c->last) {
-        uint64_t step = s - c->last;
-        if (step > 1)
-            ctr_add(&th->st.lost, step - 1);
-        c->seen = step >= 64 ? 1 : (c->seen << step) | 1;
-        c->last = s;
-    } else {
-        uint64_t back = c->last - s;
-        if (s <= c->base || (back < 64 && (c->seen >> back) & 1)) {
-            ctr_add(&th->st.duplicates, 1);
-            return;
-        }
-        /* A seq skipped earlier (and counted lost) arrives late. Beyond the
-         * 64-seq window a duplicate cannot be told apart; it is taken as
-         * late. */
-        if (back < 64)
-            c->seen |= (uint64_t)1 << back;
+    uint64_t gap = 0;
+    switch (scen_seq(c, m->seq, &gap)) {
+    case SEQ_DUP:
+        ctr_add(&th->st.duplicates, 1);
+        return;
+    case SEQ_LATE:
         ctr_add(&th->st.reordered, 1);
         ctr_add(&th->st.lost, (uint64_t)-1);
+        break;
+    default:
+        if (gap != 0)
+            ctr_add(&th->st.lost, gap);
+        break;
     }
     c->received++;
     ctr_add(&th->st.delivered, 1);

@@ -1,7 +1,8 @@
 /*
  * selftest.c - `wsbroker-bench selftest`: checks of the parts of the bench
- * that need no broker (histogram, message scanner, payload format), so a
- * wrong figure can be told from a wrong measuring stick.
+ * that need no broker (histogram, seq verification, message scanner,
+ * payload format), so that a wrong figure can be told from a wrong
+ * measuring stick.
  */
 #include <stdio.h>
 #include <string.h>
@@ -127,9 +128,37 @@ static void test_payload(void)
     CHECK(!scan_payload_t("{\"x\":1}", 7, &t));
 }
 
+static void test_seq(void)
+{
+    static bconn_t c;
+    uint64_t gap;
+    c.base = c.last = 10;
+    c.seen = ~(uint64_t)0;
+    CHECK(scen_seq(&c, 11, &gap) == SEQ_NEXT && gap == 0);
+    CHECK(scen_seq(&c, 12, &gap) == SEQ_NEXT && gap == 0);
+    CHECK(scen_seq(&c, 12, &gap) == SEQ_DUP);
+    CHECK(scen_seq(&c, 9, &gap) == SEQ_DUP);  /* before the subscription */
+    CHECK(scen_seq(&c, 10, &gap) == SEQ_DUP); /* the subscribe ack's seq */
+    CHECK(scen_seq(&c, 16, &gap) == SEQ_NEXT && gap == 3);
+    CHECK(scen_seq(&c, 14, &gap) == SEQ_LATE);
+    CHECK(scen_seq(&c, 14, &gap) == SEQ_DUP);
+    CHECK(scen_seq(&c, 13, &gap) == SEQ_LATE);
+    CHECK(scen_seq(&c, 15, &gap) == SEQ_LATE);
+    CHECK(scen_seq(&c, 11, &gap) == SEQ_DUP);
+    CHECK(scen_seq(&c, 17, &gap) == SEQ_NEXT && gap == 0);
+    /* A jump beyond the 64-seq window, then a late one inside it and one
+     * outside it. */
+    CHECK(scen_seq(&c, 217, &gap) == SEQ_NEXT && gap == 199);
+    CHECK(scen_seq(&c, 216, &gap) == SEQ_LATE);
+    CHECK(scen_seq(&c, 216, &gap) == SEQ_DUP);
+    CHECK(scen_seq(&c, 100, &gap) == SEQ_LATE);
+    CHECK(c.last == 217);
+}
+
 int selftest_run(void)
 {
     test_hist();
+    test_seq();
     test_scan();
     test_payload();
     if (failures == 0)
