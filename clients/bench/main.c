@@ -542,6 +542,7 @@ typedef struct result {
     double setup_s, handshakes_per_s, ready_per_s, window_s, drain_s;
     double bench_cpu_s, broker_cpu_s;
     double close_s; /* from PH_CLOSE until every connection was closed */
+    double setup_bench_cpu_s, setup_broker_cpu_s;
     long rss_before, rss_after, rss_closed;
     bool ran, setup_timeout, drain_timeout;
     uint64_t not_ready;
@@ -633,6 +634,9 @@ static int report(bench_t *b, const result_t *r)
             (unsigned long long)(subs + pubs), (unsigned long long)SUM(b, failed));
     fprintf(f, ",\"setup_s\":%.3f,\"handshakes_per_s\":%.0f,\"subscribed_per_s\":%.0f", r->setup_s,
             r->handshakes_per_s, r->ready_per_s);
+    fprintf(f, ",\"setup_bench_cpu_s\":%.2f", r->setup_bench_cpu_s);
+    if (o->broker_pid)
+        fprintf(f, ",\"setup_broker_cpu_s\":%.2f", r->setup_broker_cpu_s);
 
     if (o->scenario == SC_CONNS) {
         if (o->broker_pid) {
@@ -743,6 +747,8 @@ static void run(bench_t *b, result_t *r)
 
     if (o->broker_pid && o->scenario == SC_CONNS)
         r->rss_before = proc_rss_kib(o->broker_pid);
+    double cpu_setup = self_cpu_s();
+    double bcpu_setup = o->broker_pid ? proc_cpu_s(o->broker_pid) : 0;
     b->t_setup = now_ns();
     set_phase(b, PH_SETUP);
     uint64_t setup_end = b->t_setup + (uint64_t)(o->setup_timeout * 1e9);
@@ -750,6 +756,9 @@ static void run(bench_t *b, result_t *r)
     uint64_t t = now_ns();
     uint64_t ready = SUM(b, subs_ready) + SUM(b, pubs_ready);
     r->setup_s = (double)(t - b->t_setup) / 1e9;
+    r->setup_bench_cpu_s = self_cpu_s() - cpu_setup;
+    if (o->broker_pid)
+        r->setup_broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu_setup;
     r->setup_timeout = !ok && !interrupted;
     r->not_ready = b->total_conns - ready - SUM(b, failed);
     uint64_t last_hs = MAXOF(b, last_handshake_ns), last_ready = MAXOF(b, last_ready_ns);
