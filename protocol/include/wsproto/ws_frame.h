@@ -120,7 +120,9 @@ size_t ws_frame_header(uint8_t *out, uint8_t opcode, bool fin, bool rsv1, uint64
 void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], size_t offset);
 
 /* Encode a whole frame into out: header plus payload (masked when mask is
- * non-NULL). Returns the frame length, or WS_E_NOSPACE if cap is too small. */
+ * non-NULL). payload may already sit inside out (e.g. at out + header size).
+ * Returns the frame length, WS_E_NOSPACE if cap is too small, or WS_E_INVAL
+ * for a control frame over 125 bytes or without fin. */
 ssize_t ws_frame_encode(uint8_t *out, size_t cap, uint8_t opcode, bool fin, const uint8_t *payload,
                         size_t len, const uint8_t *mask);
 
