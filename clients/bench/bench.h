@@ -261,6 +261,12 @@ typedef struct bthread {
     uint64_t t_run, t_measure, t_end;
     uint64_t expected;    /* sum over subscribers of final - base */
     uint64_t missing_end; /* part of lost: final - last at the end */
+    /* Lateness of the tick timer inside the measured window: how long this
+     * thread could not run its loop (busy with I/O, or not scheduled). */
+    unsigned tick_ms;
+    uint64_t last_tick;
+    uint64_t stall_max_ns;
+    uint64_t stalls_10ms;
     bool handles_closed;
     bool finished; /* scen_finish done */
     bool refilling;

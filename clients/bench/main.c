@@ -666,6 +666,14 @@ static int report(bench_t *b, const result_t *r)
                     us(hist_quantile(&lat, 0.99)), us(hist_quantile(&lat, 0.999)), us(lat.max),
                     us(lat.sum / lat.count));
         fprintf(f, "}");
+        uint64_t stall = 0, stalls = 0;
+        for (unsigned i = 0; i < o->threads; i++) {
+            if (b->th[i].stall_max_ns > stall)
+                stall = b->th[i].stall_max_ns;
+            stalls += b->th[i].stalls_10ms;
+        }
+        fprintf(f, ",\"loop_stall_max_ms\":%.1f,\"loop_stalls_over_10ms\":%llu",
+                (double)stall / 1e6, (unsigned long long)stalls);
         fprintf(f, ",\"bench_cpu_s\":%.2f", r->bench_cpu_s);
         if (o->broker_pid)
             fprintf(f, ",\"broker_cpu_s\":%.2f", r->broker_cpu_s);

@@ -76,6 +76,15 @@ static void on_tick(uv_timer_t *t)
 {
     bthread_t *th = t->data;
     th->now = now_ns();
+    if (th->now >= th->t_measure && th->now < th->t_end && th->last_tick != 0) {
+        uint64_t period = (uint64_t)th->tick_ms * 1000000u, d = th->now - th->last_tick;
+        uint64_t late = d > period ? d - period : 0;
+        if (late > th->stall_max_ns)
+            th->stall_max_ns = late;
+        if (late > 10000000u)
+            th->stalls_10ms++;
+    }
+    th->last_tick = th->now;
     int ph = atomic_load_explicit(&th->b->phase, memory_order_acquire);
     while (th->seen_phase < ph && !th->handles_closed)
         enter_phase(th, ++th->seen_phase);
@@ -115,6 +124,7 @@ int thr_init(bthread_t *th)
     uv_prepare_init(&th->loop, &th->cork);
     th->cork.data = th;
     uv_prepare_start(&th->cork, on_cork);
+    th->tick_ms = ms;
     uv_timer_start(&th->tick, on_tick, ms, ms);
 
     th->rbuf_cap = RBUF_SIZE;
