@@ -47,7 +47,10 @@ export const PROTOCOL_VERSION = 1;
  *   (`{"op":"ping"}`); 0 turns liveness checking off
  * @property {number} [pingTimeout=10000] ms to wait, after a ping, for any
  *   traffic from the broker before the connection is declared dead and
- *   replaced; also bounds the wait for the broker's `hello`
+ *   replaced
+ * @property {number} [connectTimeout=10000] ms allowed from opening the
+ *   socket to the broker's `hello` (TCP, WebSocket handshake, greeting);
+ *   after that the attempt is abandoned and retried
  * @property {number} [requestTimeout=15000] ms to wait for the ack of a sent
  *   request before its Promise rejects with code `timeout`
  * @property {number} [outboxLimit=100] publishes kept while offline; more
@@ -130,6 +133,7 @@ export function isPattern(pattern) {
 const DEFAULTS = {
   pingInterval: 15000,
   pingTimeout: 10000,
+  connectTimeout: 10000,
   requestTimeout: 15000,
   outboxLimit: 100,
   protocols: 'wsbroker.v1',
@@ -532,12 +536,13 @@ export class Client extends EventTarget {
     }
     this._ws = ws;
     this._hello = null;
+    // A listener that accepts TCP but never completes the handshake or never
+    // greets would leave the socket hanging: bound the whole setup.
+    if (this._opts.connectTimeout > 0) {
+      this._timers.hello = setTimeout(() => this._dead('connect timeout'), this._opts.connectTimeout);
+    }
     ws.onopen = () => {
       this._lastRx = now();
-      // The broker greets first; no greeting in time means it is not there.
-      if (this._opts.pingTimeout > 0) {
-        this._timers.hello = setTimeout(() => this._dead('no hello from broker'), this._opts.pingTimeout);
-      }
     };
     ws.onmessage = (ev) => this._onMessage(ev.data);
     ws.onclose = (ev) => {
@@ -732,8 +737,10 @@ export class Client extends EventTarget {
       const sentAt = now();
       const id = this._nextId++;
       this._send(`{"op":"ping","id":${id}}`);
-      clearTimeout(this._timers.pong);
+      if (this._timers.pong) return; // an earlier ping is still being checked
       this._timers.pong = setTimeout(() => {
+        this._timers.pong = null;
+        // Any traffic (the pong or anything else) after the ping proves liveness.
         if (gen === this._generation && this._lastRx < sentAt) this._dead('ping timeout');
       }, this._opts.pingTimeout);
     }, interval);

@@ -193,24 +193,18 @@ export async function launchBrowser() {
 }
 
 /**
- * Open a page on the broker's origin that has loaded wsbroker.js as
- * `window.wsb`. The page itself is served by the test (Playwright routing),
- * so only the module comes from the broker.
+ * Open a page on the broker's origin with wsbroker.js loaded as `window.wsb`.
+ * The page is the module's own URL (a plain-text document): it must be a
+ * real response from 127.0.0.1, because Chromium's local network access
+ * checks block WebSockets to loopback from pages of unknown origin (such
+ * as a routed or about:blank page).
  */
 export async function openLibPage(context, broker) {
   const page = await context.newPage();
-  const pageUrl = `${broker.url}/__wsbroker_test__.html`;
-  await page.route(pageUrl, (route) =>
-    route.fulfill({
-      status: 200,
-      contentType: 'text/html; charset=utf-8',
-      body:
-        '<!doctype html><meta charset="utf-8"><title>wsbroker.js test</title>' +
-        '<script type="module">import * as wsb from "/wsbroker.js"; window.wsb = wsb;</script>',
-    }),
-  );
-  await page.goto(pageUrl);
-  await page.waitForFunction(() => window.wsb !== undefined, null, { timeout: 10000 });
+  await page.goto(`${broker.url}/wsbroker.js`);
+  await page.evaluate(async () => {
+    window.wsb = await import('/wsbroker.js');
+  });
   return page;
 }
 
