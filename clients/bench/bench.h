@@ -386,6 +386,8 @@ long proc_rss_kib(int pid);
 /* User + system CPU seconds of pid, or -1. */
 double proc_cpu_s(int pid);
 double self_cpu_s(void);
+/* CPU seconds all processors have been busy since boot (/proc/stat), or -1. */
+double machine_busy_s(void);
 void err_merge(errstats_t *into, const errstats_t *from);
 void err_close_code(errstats_t *e, uint16_t code);
 
