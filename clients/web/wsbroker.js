@@ -356,11 +356,13 @@ export class Client extends EventTarget {
     if (this._state === 'closed') throw new BrokerError('closed', 'client is closed');
     let entry = this._subs.get(pattern);
     if (!entry) {
+      const wildcard = isPattern(pattern);
       entry = {
         pattern,
-        wildcard: isPattern(pattern),
+        wildcard,
         handlers: new Set(),
-        seq: Number.isInteger(options.since) ? options.since : null,
+        since: Number.isInteger(options.since) ? options.since : null, // the caller's, first subscribe only
+        seq: !wildcard && Number.isInteger(options.since) ? options.since : null,
         epoch: typeof options.epoch === 'string' ? options.epoch : null,
         last: Number.isInteger(options.last) ? options.last : null,
         fresh: true, // no ack yet: `last`/user `since` apply
@@ -638,7 +640,8 @@ export class Client extends EventTarget {
     let since = null;
     if (entry.fresh) {
       if (entry.last !== null) msg.last = entry.last;
-      if (!entry.wildcard && entry.seq !== null) since = entry.seq;
+      // Sent as given: on a pattern the broker answers bad_request.
+      if (entry.since !== null) since = entry.wildcard ? entry.since : entry.seq;
     } else if (!entry.wildcard && entry.seq !== null) {
       since = entry.seq;
     }
