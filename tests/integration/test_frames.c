@@ -2,8 +2,8 @@
  * test_frames.c - RFC 6455 framing as the broker enforces it: the close
  * codes of PROTOCOL.md section 7 for every kind of bad client, the close
  * handshake, Ping/Pong, and the /echo endpoint. Each bad client is followed
- * by a healthy one on the same broker, and the broker must still exit 0 on
- * SIGTERM at the end.
+ * by a healthy publisher and subscriber on the same broker, and the broker
+ * must still exit 0 on SIGTERM at the end.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -37,7 +37,10 @@ static void expect_rejected_at(const char *file, int line, it_conn_t *c, int cod
                    "%s: after the close handshake expected the broker to close TCP, "
                    "got %s",
                    what, it_ev_describe(&ev, d, sizeof(d)));
+    int port = c->port;
     it_conn_free(c);
+    /* The next client is served as if nothing happened. */
+    it_check_alive_at(file, line, port);
 }
 
 static it_conn_t *client(int port)

@@ -269,6 +269,23 @@ START_TEST(shutdown_idle_is_quick)
 }
 END_TEST
 
+/* Ready means ready: a SIGTERM as soon as /healthz answers 200 is a
+ * graceful shutdown too (the signal handling must be in place by then). */
+START_TEST(sigterm_right_after_ready)
+{
+    for (int i = 0; i < 15; i++) {
+        it_broker_t b;
+        it_broker_start(&b, NULL);
+        int st = it_broker_term(&b, 5000);
+        IT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "run %d: SIGTERM right after /healthz answered 200: expected exit 0, got %s %d",
+                  i, st == -1 ? "no exit" : WIFSIGNALED(st) ? "signal" : "status",
+                  st == -1 ? 0 : WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        close(b.logfd);
+    }
+}
+END_TEST
+
 /* ---- slow consumers ---- */
 
 #define FLOOD_MSGS 2500
@@ -426,9 +443,12 @@ START_TEST(slow_consumer_drop)
 
     flood(p, fast, "flood.t", 4);
 
+    /* A Ping while its backlog is full: control frames are never dropped. */
+    it_send_frame(slow, WS_OP_PING, true, "ctl", 3);
+
     /* The slow one reads everything queued: increasing seqs with a gap. */
     uint64_t last = 0, got = 0;
-    bool gap = false;
+    bool gap = false, ponged = false;
     for (;;) {
         char d[400];
         msg_server_t m;
@@ -437,6 +457,10 @@ START_TEST(slow_consumer_drop)
             break;
         if (ev.type == IT_EV_PING) {
             it_send_frame(slow, WS_OP_PONG, true, ev.data, ev.len);
+            continue;
+        }
+        if (ev.type == IT_EV_PONG && ev.len == 3 && memcmp(ev.data, "ctl", 3) == 0 && !ponged) {
+            ponged = true;
             continue;
         }
         IT_ASSERT(ev.type == IT_EV_TEXT &&
@@ -459,6 +483,8 @@ START_TEST(slow_consumer_drop)
               "--slow-consumer drop: expected a seq gap, got %llu messages up to seq %llu, then "
               "seq %llu",
               (unsigned long long)got, (unsigned long long)last, (unsigned long long)seq);
+    IT_ASSERT(ponged, "Ping sent while the backlog was full: no Pong (control frames must not "
+                      "be dropped)");
     double drops1 = it_metric(b.port, "wsbroker_slow_consumer_drops_total");
     IT_ASSERT(drops1 > drops0, "wsbroker_slow_consumer_drops_total did not move (%g)", drops1);
     it_sync(slow);
@@ -482,6 +508,7 @@ static Suite *lifecycle_suite(void)
     tcase_add_test(tc, graceful_shutdown);
     tcase_add_test(tc, sigint_shutdown);
     tcase_add_test(tc, shutdown_idle_is_quick);
+    tcase_add_test(tc, sigterm_right_after_ready);
     tcase_add_test(tc, slow_consumer_close);
     tcase_add_test(tc, slow_consumer_close_publisher_burst);
     tcase_add_test(tc, slow_consumer_drop);

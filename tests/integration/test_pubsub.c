@@ -8,9 +8,11 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* ---- helpers ---- */
 
@@ -765,6 +767,78 @@ START_TEST(unknown_members_ignored)
 }
 END_TEST
 
+/* Read exactly n raw bytes from c's socket (nothing may be buffered in c). */
+static void read_exact(it_conn_t *c, uint8_t *buf, size_t n)
+{
+    int64_t deadline = it_now_ms() + 5000;
+    IT_ASSERT(c->in_off == c->in_len, "unparsed bytes buffered before a raw read");
+    for (size_t got = 0; got < n;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int left = (int)(deadline - it_now_ms());
+        IT_ASSERT(left > 0 && poll(&pfd, 1, left) == 1, "raw read: timeout after %zu of %zu bytes",
+                  got, n);
+        ssize_t r = recv(c->fd, buf + got, n - got, 0);
+        IT_ASSERT(r > 0, "raw read: connection ended after %zu of %zu bytes", got, n);
+        got += (size_t)r;
+    }
+}
+
+/* Whatever the client's fragmentation, each broker message is one frame. */
+START_TEST(one_frame_per_message)
+{
+    it_broker_t b;
+    msg_server_t m;
+    size_t sizes[] = {300, 100000};
+    it_broker_start(&b, NULL);
+    it_conn_t *s = it_ws_hello(b.port, NULL);
+    it_conn_t *p = it_ws_hello(b.port, NULL);
+    it_subscribe(s, "big.t");
+    for (size_t i = 0; i < 2; i++) {
+        size_t dlen = sizes[i];
+        char *data = malloc(dlen + 3);
+        data[0] = '"';
+        memset(data + 1, 'y', dlen);
+        data[dlen + 1] = '"';
+        data[dlen + 2] = '\0';
+        size_t cap = dlen + 128;
+        char *req = malloc(cap);
+        int n = snprintf(req, cap, "{\"op\":\"publish\",\"topic\":\"big.t\",\"data\":%s,\"id\":1}",
+                         data);
+        it_send_fragmented(p, WS_OP_TEXT, req, (size_t)n, 1000, false);
+        it_expect_ack(p, "1", &m);
+
+        uint8_t hdr[10];
+        read_exact(s, hdr, 2);
+        IT_ASSERT(hdr[0] == 0x81, "message frame: first byte 0x%02x, expected 0x81 (FIN, text)",
+                  hdr[0]);
+        IT_ASSERT((hdr[1] & 0x80) == 0, "broker frame is masked");
+        uint64_t len = hdr[1] & 0x7f;
+        if (len == 126) {
+            read_exact(s, hdr + 2, 2);
+            len = (uint64_t)hdr[2] << 8 | hdr[3];
+        } else if (len == 127) {
+            read_exact(s, hdr + 2, 8);
+            len = 0;
+            for (int k = 2; k < 10; k++)
+                len = len << 8 | hdr[k];
+        }
+        IT_ASSERT(len > dlen && len < dlen + 200, "frame length %llu for %zu bytes of data",
+                  (unsigned long long)len, dlen);
+        char *payload = malloc(len);
+        read_exact(s, (uint8_t *)payload, len);
+        IT_ASSERT(msg_parse_server(payload, len, &m) == MSG_OK && m.op == MSG_S_MESSAGE &&
+                      it_span_is(m.data, data),
+                  "the single frame does not hold the whole message");
+        free(payload);
+        free(req);
+        free(data);
+    }
+    it_conn_free(s);
+    it_conn_free(p);
+    it_broker_stop(&b);
+}
+END_TEST
+
 static Suite *pubsub_suite(void)
 {
     Suite *s = suite_create("pubsub");
@@ -791,6 +865,7 @@ static Suite *pubsub_suite(void)
     tcase_add_test(tc, publisher_ack_before_own_message);
     tcase_add_test(tc, fragmented_client_messages);
     tcase_add_test(tc, unknown_members_ignored);
+    tcase_add_test(tc, one_frame_per_message);
     suite_add_tcase(s, tc);
     return s;
 }
