@@ -193,29 +193,23 @@ static ssize_t feed_control(ws_parser_t *p, const uint8_t *buf, size_t len, size
         return (ssize_t)off;
 
     p->state = ST_HEADER;
+    if (p->opcode == WS_OP_CLOSE && p->ctl_len >= CLOSE_CODE) {
+        uint16_t code = (uint16_t)(p->ctl[0] << 8 | p->ctl[1]);
+        if (!ws_close_code_valid(code))
+            return fail(p, WS_E_PROTO);
+        if (!utf8_valid(p->ctl + CLOSE_CODE, p->ctl_len - CLOSE_CODE))
+            return fail(p, WS_E_UTF8);
+        ev->type = WS_EV_CLOSE;
+        ev->close_code = code;
+        ev->data = p->ctl + CLOSE_CODE;
+        ev->len = p->ctl_len - CLOSE_CODE;
+        return (ssize_t)off;
+    }
+    ev->type = p->opcode == WS_OP_PING   ? WS_EV_PING
+               : p->opcode == WS_OP_PONG ? WS_EV_PONG
+                                         : WS_EV_CLOSE; /* empty: code 0 */
     ev->data = p->ctl;
     ev->len = p->ctl_len;
-    switch (p->opcode) {
-    case WS_OP_PING:
-        ev->type = WS_EV_PING;
-        break;
-    case WS_OP_PONG:
-        ev->type = WS_EV_PONG;
-        break;
-    default:
-        ev->type = WS_EV_CLOSE;
-        if (p->ctl_len >= CLOSE_CODE) {
-            uint16_t code = (uint16_t)(p->ctl[0] << 8 | p->ctl[1]);
-            if (!ws_close_code_valid(code))
-                return fail(p, WS_E_PROTO);
-            if (!utf8_valid(p->ctl + CLOSE_CODE, p->ctl_len - CLOSE_CODE))
-                return fail(p, WS_E_UTF8);
-            ev->close_code = code;
-            ev->data = p->ctl + CLOSE_CODE;
-            ev->len = p->ctl_len - CLOSE_CODE;
-        }
-        break;
-    }
     return (ssize_t)off;
 }
 

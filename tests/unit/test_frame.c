@@ -152,6 +152,7 @@ static void feed_piece(tlog_t *l, ws_parser_t *p, uint8_t *buf, size_t len, size
         ws_event_t ev;
         ssize_t r = ws_parser_feed(p, buf + off, len - off, &ev);
         if (r < 0) {
+            REQUIRE(ev.type == WS_EV_NONE); /* no half-reported event */
             l->result = (int)r;
             l->err_at = stream_off + off;
             return;
