@@ -183,7 +183,6 @@ function join(nick, room) {
   ui.text.disabled = false;
   ui.send.disabled = false;
   ui.text.placeholder = `Message #${room} as ${nick}`;
-  systemLine(`You joined #${room} as ${nick}.`);
   try {
     localStorage.setItem('wsbroker.nick', nick);
   } catch (e) {

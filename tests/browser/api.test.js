@@ -163,7 +163,7 @@ test('subscriptions: patterns, one delivery per handler, unsubscribe, errors', a
   assert.equal(new Set(ids).size, ids.length, 'request ids are unique');
 });
 
-test('bounded outbox: queues while the broker is down, rejects when full, flushes on reconnect', { timeout: 60000 }, async () => {
+test('bounded outbox: queues while the broker is down, rejects when full, flushes on reconnect', { timeout: 120000 }, async () => {
   const down = await startBroker();
   const port = down.port;
   const wsUrl = down.wsUrl;

@@ -52,7 +52,7 @@ test('demo page is served by the broker with its assets', async () => {
   }
 });
 
-test('two contexts chat in one room; the side panel sees another room', { timeout: 60000 }, async () => {
+test('two contexts chat in one room; the side panel sees another room', { timeout: 120000 }, async () => {
   const ctxA = await browser.newContext();
   const ctxB = await browser.newContext();
   const ctxC = await browser.newContext();

@@ -28,7 +28,7 @@ const CHROMIUM_ARGS = [
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Poll `fn` until it returns a truthy value; throw after `timeout` ms. */
-export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
+export async function waitFor(fn, { timeout = 15000, interval = 50, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await fn();
@@ -172,7 +172,7 @@ export async function launchBrowser() {
     viewport: { width: 1280, height: 800 },
     timeout: 30000,
   });
-  context.setDefaultTimeout(10000);
+  context.setDefaultTimeout(20000);
   const extra = [];
   return {
     context,
@@ -180,7 +180,7 @@ export async function launchBrowser() {
       const browser = context.browser();
       if (!browser) throw new Error('persistent context has no browser object');
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
-      ctx.setDefaultTimeout(10000);
+      ctx.setDefaultTimeout(20000);
       extra.push(ctx);
       return ctx;
     },

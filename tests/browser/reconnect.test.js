@@ -64,7 +64,7 @@ async function setupPublisher(page, url) {
 
 const countOf = (page, type) => page.evaluate((type) => window.t.events.filter((e) => e.type === type).length, type);
 
-test('reconnects after a broker restart, resubscribes, reports stale state, receives again', { timeout: 60000 }, async () => {
+test('reconnects after a broker restart, resubscribes, reports stale state, receives again', { timeout: 120000 }, async () => {
   const page = await openLibPage(browser.context, broker);
   const wsUrls = [];
   page.on('websocket', (ws) => wsUrls.push(ws.url()));
@@ -143,7 +143,7 @@ test('reconnects after a broker restart, resubscribes, reports stale state, rece
   await pubPage.close();
 });
 
-test('ping timeout forces a reconnect; recovered is true when nothing was missed, false when something was', { timeout: 60000 }, async () => {
+test('ping timeout forces a reconnect; recovered is true when nothing was missed, false when something was', { timeout: 120000 }, async () => {
   const page = await openLibPage(browser.context, broker);
   const ack = await setupSubscriber(page, broker.wsUrl, {
     reconnect: { initialDelay: 100, maxDelay: 400 },

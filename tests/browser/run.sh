@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Browser tests: Debian's headless Chromium, driven by playwright-core,
+# against the demo page and wsbroker.js served by a real broker.
+#
+#   WSBROKER_BIN=build-test/broker/wsbroker tests/browser/run.sh [test files...]
+#
+# WSBROKER_BIN defaults to build-test/broker/wsbroker (relative to the
+# repository root); CHROMIUM_BIN to /usr/bin/chromium. Every test file starts
+# its own broker on a free 127.0.0.1 port. Exits non-zero on any failure.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$here"
+
+chromium="${CHROMIUM_BIN:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  echo "browser tests: $chromium not found; install it with: apt-get install -y chromium" >&2
+  exit 1
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "browser tests: node and npm are needed (apt-get install -y nodejs npm)" >&2
+  exit 1
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "browser tests: node >= 20 is needed, found $(node --version)" >&2
+  exit 1
+fi
+
+bin="${WSBROKER_BIN:-build-test/broker/wsbroker}"
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+if [ ! -x "$bin" ]; then
+  echo "browser tests: broker binary $bin not found; build it or set WSBROKER_BIN" >&2
+  exit 1
+fi
+export WSBROKER_BIN="$bin" CHROMIUM_BIN="$chromium"
+
+# Install playwright-core (the driver only: it never downloads a browser)
+# when node_modules is missing or older than the lock file.
+if [ ! -f node_modules/playwright-core/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "$#" -gt 0 ]; then
+  files=("$@")
+else
+  files=(*.test.js)
+fi
+echo "browser tests: $("$chromium" --version 2>/dev/null || echo chromium), node $(node --version), broker $bin"
+# One file at a time: each launches a browser and a broker, and the machine
+# is shared. TAP output ends with "# pass N" / "# fail N".
+exec node --test --test-reporter=tap --test-concurrency=1 --test-timeout=120000 "${files[@]}"
