@@ -21,7 +21,9 @@
  * so an invalid byte is reported by the very call that contains it.
  *
  * Runs of ASCII are skipped eight bytes at a time, since most text the
- * broker validates is JSON that is mostly or entirely ASCII.
+ * broker validates is JSON that is mostly or entirely ASCII. A multi-byte
+ * sequence that lies wholly inside the buffer is checked in one step; only
+ * one cut by the end of a buffer goes through the byte-at-a-time state.
  */
 #include "wsproto/utf8.h"
 
@@ -95,21 +97,45 @@ int utf8_feed(utf8_t *u, const uint8_t *p, size_t n)
         return s.need ? UTF8_PARTIAL : UTF8_OK;
 
     const uint8_t *end = p + n;
-    while (p < end) {
-        if (s.need == 0) {
-            p = skip_ascii(p, end);
-            if (p == end)
-                break;
-            if (!lead_byte(&s, *p++))
-                goto reject;
-            continue;
-        }
+
+    /* finish a sequence left open by the previous call */
+    while (s.need > 0 && p < end) {
         uint8_t b = *p++;
         if (b < s.lo || b > s.hi)
             goto reject;
         s.need--;
         s.lo = CONT_LO;
         s.hi = CONT_HI;
+    }
+    while (p < end) {
+        if (*p < 0x80) {
+            p = skip_ascii(p, end);
+            continue;
+        }
+        if (!lead_byte(&s, *p++))
+            goto reject;
+        if ((size_t)(end - p) < s.need) {
+            /* the sequence runs past this buffer: check what is here and
+             * leave the rest to the next call */
+            while (p < end) {
+                if (*p < s.lo || *p > s.hi)
+                    goto reject;
+                p++;
+                s.need--;
+                s.lo = CONT_LO;
+                s.hi = CONT_HI;
+            }
+            break;
+        }
+        /* the whole sequence is here: the first continuation byte has the
+         * range the lead byte chose, the others are plain 80..BF */
+        if (p[0] < s.lo || p[0] > s.hi)
+            goto reject;
+        for (unsigned k = 1; k < s.need; k++)
+            if ((p[k] & 0xC0) != 0x80)
+                goto reject;
+        p += s.need;
+        s.need = 0;
     }
     *u = s;
     return s.need ? UTF8_PARTIAL : UTF8_OK;
