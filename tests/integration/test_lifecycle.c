@@ -273,14 +273,19 @@ END_TEST
  * graceful shutdown too (the signal handling must be in place by then). */
 START_TEST(sigterm_right_after_ready)
 {
-    for (int i = 0; i < 15; i++) {
+    for (int i = 0; i < 30; i++) {
         it_broker_t b;
         it_broker_start(&b, NULL);
         int st = it_broker_term(&b, 5000);
         IT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "run %d: SIGTERM right after /healthz answered 200: expected exit 0, got %s %d",
-                  i, st == -1 ? "no exit" : WIFSIGNALED(st) ? "signal" : "status",
-                  st == -1 ? 0 : WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+                  i,
+                  st == -1          ? "no exit"
+                  : WIFSIGNALED(st) ? "signal"
+                                    : "status",
+                  st == -1          ? 0
+                  : WIFSIGNALED(st) ? WTERMSIG(st)
+                                    : WEXITSTATUS(st));
         close(b.logfd);
     }
 }
