@@ -68,7 +68,7 @@ client.on('reconnecting', ({ attempt, delay }) => {
 });
 client.on('stale', ({ topic }) => {
   if (me && topic === me.topic) {
-    systemLine('Messages sent while you were offline could not be recovered (the broker restarted).', 'warn');
+    systemLine('Messages sent while you were offline may be missing: the broker could not replay them.', 'warn');
   }
 });
 client.on('error', ({ code, message, topic }) => {

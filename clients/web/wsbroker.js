@@ -254,7 +254,7 @@ export class Client extends EventTarget {
     this._attempt = 0;
     this._reconnects = 0;
     this._nextId = 1;
-    this._pending = new Map(); // id -> {resolve, reject, timer, onAck}
+    this._pending = new Map(); // id -> {id, frame, resolve, reject, timer}
     this._outbox = []; // {frame, resolve, reject}
     this._subs = new Map(); // pattern -> entry
     this._timers = { retry: null, ping: null, pong: null, hello: null };

@@ -2,7 +2,9 @@
 // side panel (chat.>) shows the activity of another room.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, launchBrowser, watchErrors } from './harness.js';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { repoRoot, brokerBin, startBroker, launchBrowser, watchErrors } from './harness.js';
 
 let broker;
 let browser;
@@ -49,6 +51,12 @@ test('demo page is served by the broker with its assets', async () => {
     const res = await fetch(`${broker.url}${p}`);
     assert.equal(res.status, 200, p);
     assert.ok(res.headers.get('content-type').startsWith(type), `${p}: ${res.headers.get('content-type')}`);
+    // The broker embeds clients/web at build time: a stale binary would test old files.
+    const file = path.join(repoRoot, 'clients', 'web', p === '/' ? 'index.html' : p.slice(1));
+    assert.ok(
+      Buffer.from(await res.arrayBuffer()).equals(await readFile(file)),
+      `${p} served by ${brokerBin} differs from ${file}: rebuild the broker`,
+    );
   }
 });
 
