@@ -235,7 +235,7 @@ test('close() rejects queued publishes; nothing works after close', async () => 
     const sub = c.subscribe('t.a', () => {});
     const subReady = sub.ready.then(() => 'resolved', (e) => e.code);
     const ready = c.ready().then(() => 'resolved', (e) => e.code);
-    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 100 && c.state !== 'reconnecting'; i++) await new Promise((r) => setTimeout(r, 50));
     const queued = c.queued;
     c.close();
     let subscribeAfter;
