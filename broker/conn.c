@@ -27,6 +27,7 @@ struct wreq {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_close(uv_handle_t *h);
 static void finish_if_flushed(conn_t *c);
+static int write_now(conn_t *c);
 
 /* ---- Worker-local lists and bookkeeping. ---- */
 
@@ -205,9 +206,10 @@ void conn_send(conn_t *c, frame_t *f)
     }
 }
 
-/* Remember c for a slow-consumer close after the delivery batch: closing
- * now would unsubscribe c while the batch walks the subscription lists. */
-static void mark_slow(conn_t *c)
+/* Remember c for closing after the delivery batch: closing now would
+ * unsubscribe c while the batch walks the subscription lists. dead: its
+ * socket failed (abort); otherwise it is a slow consumer (Close 1008). */
+static void mark_slow(conn_t *c, bool dead)
 {
     wrk_t *w = c->w;
     if (w->nslow == w->slow_cap) {
@@ -222,7 +224,7 @@ static void mark_slow(conn_t *c)
         w->slow_cap = ncap;
     }
     w->slow[w->nslow++] = c;
-    c->flags |= CF_SLOW;
+    c->flags |= CF_SLOW | (dead ? CF_DEAD : 0);
 }
 
 bool conn_deliver(conn_t *c, frame_t *f)
@@ -237,6 +239,13 @@ bool conn_deliver(conn_t *c, frame_t *f)
         }
         c->flags &= ~CF_DROPPING;
     }
+    /* The backlog is what the kernel will not take: before judging, hand
+     * it what is queued (a burst read in one go is queued before the
+     * loop's flush, and would otherwise count against a reader keeping up). */
+    if (c->out_bytes + f->len > cfg->max_backlog && !(c->flags & CF_WRITING) && write_now(c) < 0) {
+        mark_slow(c, true);
+        return false;
+    }
     if (c->out_bytes + f->len > cfg->max_backlog) {
         if (cfg->slow_consumer == SLOW_DROP) {
             c->flags |= CF_DROPPING;
@@ -244,21 +253,31 @@ bool conn_deliver(conn_t *c, frame_t *f)
             LOG(LOG_DEBUG, c->w->id, c->id, "slow_consumer_drop", "backlog=%llu",
                 (unsigned long long)c->out_bytes);
         } else {
-            mark_slow(c);
+            mark_slow(c, false);
         }
         return false;
     }
     if (q_push(c, f) != 0) {
-        mark_slow(c);
+        mark_slow(c, false);
         return false;
     }
     mark_pending(c);
     return true;
 }
 
+void conn_after_batch(conn_t *c)
+{
+    bool dead = c->flags & CF_DEAD;
+    c->flags &= ~(CF_SLOW | CF_DEAD);
+    if (dead) {
+        conn_abort(c);
+        return;
+    }
+    conn_close_slow(c);
+}
+
 void conn_close_slow(conn_t *c)
 {
-    c->flags &= ~CF_SLOW;
     if (c->state != CONN_OPEN)
         return;
     STAT_ADD(&c->w->stats, slow_closes, 1);
@@ -357,13 +376,13 @@ static void on_write(uv_write_t *req, int status)
         after_output(c);
 }
 
-void conn_flush(conn_t *c)
+/* Write as much of the ring as the kernel takes now, without a write
+ * request. Returns 0, or a libuv error (the caller decides how to close). */
+static int write_now(conn_t *c)
 {
-    if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
-        return;
     uv_buf_t iov[IOV_BATCH];
-    /* A few rounds of try_write keep a fast reader's socket full without a
-     * write request; what the kernel does not take goes to uv_write. */
+    /* A few rounds keep a fast reader's socket full; what the kernel does
+     * not take goes to uv_write in conn_flush. */
     for (int round = 0; round < 4 && c->q_len > 0; round++) {
         uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
         size_t total = 0;
@@ -375,20 +394,31 @@ void conn_flush(conn_t *c)
         }
         int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
         if (rc == UV_EAGAIN || rc == UV_ENOSYS)
-            rc = 0;
-        if (rc < 0) {
-            LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=%s", uv_strerror(rc));
-            conn_abort(c);
-            return;
-        }
+            return 0;
+        if (rc < 0)
+            return rc;
         consume(c, (size_t)rc);
         if ((size_t)rc < total)
-            break;
+            return 0;
+    }
+    return 0;
+}
+
+void conn_flush(conn_t *c)
+{
+    if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
+        return;
+    int rc = write_now(c);
+    if (rc < 0) {
+        LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=%s", uv_strerror(rc));
+        conn_abort(c);
+        return;
     }
     if (c->q_len == 0) {
         after_output(c);
         return;
     }
+    uv_buf_t iov[IOV_BATCH];
     uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
     wreq_t *r = wreq_get(c->w);
     if (r == NULL) {
@@ -406,7 +436,7 @@ void conn_flush(conn_t *c)
     }
     c->q_inflight = n;
     c->flags |= CF_WRITING;
-    int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
+    rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
     if (rc != 0) {
         c->flags &= ~CF_WRITING;
         c->q_inflight = 0;

@@ -50,7 +50,7 @@ enum {
     CF_DROPPING = 1 << 7,   /* slow-consumer drop policy active */
     CF_DISCARD = 1 << 8,    /* input is ignored (parser failed, or shut) */
     CF_SLOW = 1 << 9,       /* marked for a slow-consumer close */
-    CF_SUBPROTOCOL = 1 << 10,
+    CF_DEAD = 1 << 10,      /* socket failed during a delivery batch */
 };
 
 typedef struct conn {
@@ -104,8 +104,11 @@ bool conn_deliver(conn_t *c, frame_t *f);
  * peer's Close; otherwise shut TCP down as soon as the Close is written. */
 void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer);
 
-/* Close a connection found slow during delivery (after the batch). */
+/* Close c as a slow consumer (1008). */
 void conn_close_slow(conn_t *c);
+
+/* Close a connection marked during a delivery batch (slow or failed). */
+void conn_after_batch(conn_t *c);
 
 /* Drop the TCP connection now. Idempotent. */
 void conn_abort(conn_t *c);

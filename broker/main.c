@@ -110,6 +110,12 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    uv_signal_init(loop, &m.sigterm);
+    uv_signal_init(loop, &m.sigint);
+    m.sigterm.data = m.sigint.data = &m;
+    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    uv_timer_init(loop, &m.watchdog);
     atomic_store(&b.workers_running, cfg.workers);
     for (int i = 0; i < cfg.workers; i++) {
         if (wrk_start(b.workers[i]) != 0) {
@@ -117,12 +123,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    uv_signal_init(loop, &m.sigterm);
-    uv_signal_init(loop, &m.sigint);
-    m.sigterm.data = m.sigint.data = &m;
-    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&m.sigint, on_signal, SIGINT);
-    uv_timer_init(loop, &m.watchdog);
     LOG(LOG_INFO, -1, 0, "listening",
         "bind=%s port=%d workers=%d version=%s epoch=%s echo=%s web_root=%s", cfg.bind, cfg.port,
         cfg.workers, WSBROKER_VERSION, reg_epoch(b.reg), cfg.echo ? "on" : "off",

@@ -133,7 +133,7 @@ static void drain_inbox(wrk_t *w)
     for (size_t i = 0; i < n; i++)
         pubsub_deliver(w, batch[i]);
     for (size_t i = 0; i < w->nslow; i++)
-        conn_close_slow(w->slow[i]);
+        conn_after_batch(w->slow[i]);
     w->nslow = 0;
 }
 
