@@ -32,6 +32,7 @@ typedef struct app {
     bool has_count;
     bool quiet;
     bool has_deadline;
+    unsigned timeout_ms;
     uv_timer_t deadline;
     uv_signal_t sigint, sigterm;
     bool ever_open;
@@ -243,7 +244,11 @@ static void on_stale(wsc_client_t *c, const wsc_stale_t *s, void *user)
 static void on_deadline(uv_timer_t *t)
 {
     (void)t;
-    if (app.has_count) {
+    if (!app.ever_open) {
+        cli_msg("cannot connect: no connection to the broker within %.3g s",
+                app.timeout_ms / 1000.0);
+        finish(CLI_FAIL);
+    } else if (app.has_count) {
         cli_msg("timed out: %llu of %llu messages received", (unsigned long long)app.received,
                 (unsigned long long)app.count);
         finish(CLI_FAIL);
@@ -348,6 +353,7 @@ int main(int argc, char **argv)
     uv_signal_init(app.loop, &app.sigterm);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+    app.timeout_ms = timeout_ms;
     if (app.has_deadline)
         uv_timer_start(&app.deadline, on_deadline, timeout_ms, 0);
 

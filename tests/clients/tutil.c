@@ -79,6 +79,17 @@ static int probe_health(int port)
     return rc;
 }
 
+bool tb_wait_healthy(int port, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    do {
+        if (probe_health(port) == 0)
+            return true;
+        sleep_ms(10);
+    } while (tb_now_ms() < deadline);
+    return false;
+}
+
 static pid_t spawn(tb_broker_t *b, const char *const *args)
 {
     const char *argv[48];

@@ -42,6 +42,9 @@ void tb_kill(tb_broker_t *b);
 void tb_pause(tb_broker_t *b);
 void tb_resume(tb_broker_t *b);
 
+/* Wait at most timeout_ms until GET /healthz on port answers 200. */
+bool tb_wait_healthy(int port, int timeout_ms);
+
 /* A loopback port nobody listens on right now. */
 int tb_free_port(void);
 

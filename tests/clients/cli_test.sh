@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Shell tests of wsbroker-pub and wsbroker-sub against a real broker.
+#
+#   cli_test.sh CASE      run one case (CTest registers each as clients.cli.CASE)
+#
+# Environment (set by CTest): WSBROKER_BIN, WSBROKER_PUB, WSBROKER_SUB,
+# WSC_TBTOOL. Every case starts its own broker on a free loopback port, every
+# command runs under `timeout`, and every wait loop has a bound.
+set -uo pipefail
+
+: "${WSBROKER_BIN:?}" "${WSBROKER_PUB:?}" "${WSBROKER_SUB:?}" "${WSC_TBTOOL:?}"
+PUB="$WSBROKER_PUB"
+SUB="$WSBROKER_SUB"
+WORK="$(mktemp -d /tmp/wsc-cli-XXXXXX)"
+BPID=""
+PORT=""
+URL=""
+BG=()
+
+cleanup() {
+  for p in "${BG[@]}" $BPID; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$WORK"/*.out "$WORK"/*.err "$WORK"/broker.log; do
+    [ -s "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
+  done
+  exit 1
+}
+
+# start_broker [PORT] -- [broker args...]: on PORT, or on a free port.
+start_broker() {
+  local want="$1"; shift
+  for _ in 1 2 3 4 5; do
+    PORT="${want:-$("$WSC_TBTOOL" port)}"
+    "$WSBROKER_BIN" --bind 127.0.0.1 --port "$PORT" --workers 1 --log-level warn "$@" \
+      >>"$WORK/broker.log" 2>&1 &
+    BPID=$!
+    if "$WSC_TBTOOL" wait "$PORT" 10000; then
+      URL="ws://127.0.0.1:$PORT/ws"
+      return 0
+    fi
+    kill -9 "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
+    sleep 0.2
+  done
+  fail "broker did not start"
+}
+
+stop_broker() {
+  kill -TERM "$BPID" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
+  wait "$BPID" 2>/dev/null
+  BPID=""
+}
+
+lines() { wc -l <"$1" | tr -d ' '; }
+
+# wait_lines FILE N: until FILE has at least N lines (at most 10 s).
+wait_lines() {
+  for _ in $(seq 200); do
+    [ -f "$1" ] && [ "$(lines "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  fail "$1: expected $2 lines, have $(lines "$1" 2>/dev/null)"
+}
+
+# sync_sub FILE TOPIC: publish "ready" to TOPIC until the subscriber writing
+# FILE has printed something, so it is known to be subscribed.
+sync_sub() {
+  for _ in $(seq 100); do
+    timeout 5 "$PUB" "$URL" "$2" ready >/dev/null 2>&1
+    [ -s "$1" ] && return 0
+    sleep 0.1
+  done
+  fail "subscriber never received the sync message on $2"
+}
+
+# expect_status WANT CMD...: run CMD (bounded), check its exit status.
+expect_status() {
+  local want="$1"; shift
+  timeout 10 "$@" >"$WORK/cmd.out" 2>"$WORK/cmd.err"
+  local got=$?
+  [ "$got" -eq "$want" ] || fail "exit $got (want $want): $*"
+}
+
+expect_err() { grep -q -- "$1" "$WORK/cmd.err" || fail "stderr lacks '$1': $(cat "$WORK/cmd.err")"; }
+
+case_basic() {
+  start_broker ""
+  "$SUB" --timeout 15 "$URL" 'chat.>' --count 1 >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  # Publish until the subscriber has it (it may not be subscribed yet).
+  for _ in $(seq 100); do
+    echo hi | timeout 5 "$PUB" "$URL" chat.lobby || fail "pub exited $?"
+    kill -0 "$sub" 2>/dev/null || break
+    sleep 0.1
+  done
+  wait "$sub"; local st=$?
+  [ "$st" -eq 0 ] || fail "sub exited $st"
+  [ "$(cat "$WORK/sub.out")" = '"hi"' ] || fail "sub printed: $(cat "$WORK/sub.out")"
+}
+
+case_lines() {
+  start_broker ""
+  "$SUB" --timeout 30 "$URL" 'many.>' >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  sync_sub "$WORK/sub.out" many.sync
+  local k; k=$(lines "$WORK/sub.out")
+  # 2000 lines, an empty one and a CRLF one among them.
+  { seq 1 1000; echo; printf 'crlf\r\n'; seq 1001 1999; } |
+    timeout 20 "$PUB" "$URL" many.data || fail "pub of many lines exited $?"
+  wait_lines "$WORK/sub.out" $((k + 2000))
+  kill -INT "$sub"; wait "$sub"; local st=$?
+  [ "$st" -eq 0 ] || fail "sub exited $st on SIGINT"
+  { seq 1 1000; echo crlf; seq 1001 1999; } | sed 's/.*/"&"/' >"$WORK/want.out"
+  tail -n +$((k + 1)) "$WORK/sub.out" >"$WORK/got.out"
+  diff -q "$WORK/want.out" "$WORK/got.out" >/dev/null || fail "lines differ: $(diff "$WORK/want.out" "$WORK/got.out" | head -5)"
+
+  # --count: exits by itself after N messages.
+  "$SUB" --timeout 15 "$URL" 'count.>' --count 51 >"$WORK/sub2.out" 2>"$WORK/sub2.err" &
+  sub=$!; BG+=("$sub")
+  sync_sub "$WORK/sub2.out" count.sync
+  k=$(lines "$WORK/sub2.out")
+  seq 1 100 | timeout 10 "$PUB" "$URL" count.data || fail "pub exited $?"
+  wait "$sub"; st=$?
+  [ "$st" -eq 0 ] || fail "sub --count exited $st"
+  [ "$(lines "$WORK/sub2.out")" -eq 51 ] || fail "sub --count 51 printed $(lines "$WORK/sub2.out") lines"
+}
+
+case_json() {
+  start_broker ""
+  "$SUB" --timeout 15 "$URL" 'j.>' >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  sync_sub "$WORK/sub.out" j.sync
+  local k; k=$(lines "$WORK/sub.out")
+  printf '%s\n' '{"a": 1,  "b":[true,null]}' '12.50' |
+    timeout 10 "$PUB" --json "$URL" j.json || fail "pub --json exited $?"
+  echo '{"a": 1}' | timeout 10 "$PUB" "$URL" j.string || fail "pub exited $?"
+  timeout 10 "$PUB" -j "$URL" j.arg $'{\n  "multi": "line"\n}' || fail "pub DATA exited $?"
+  wait_lines "$WORK/sub.out" $((k + 4))
+  kill -INT "$sub"; wait "$sub"
+  tail -n +$((k + 1)) "$WORK/sub.out" >"$WORK/got.out"
+  printf '%s\n' '{"a": 1,  "b":[true,null]}' '12.50' '"{\"a\": 1}"' '{   "multi": "line" }' \
+    >"$WORK/want.out"
+  diff "$WORK/want.out" "$WORK/got.out" >/dev/null || fail "json/string: $(diff "$WORK/want.out" "$WORK/got.out")"
+
+  # Invalid JSON: a usage error as DATA, a failure as input (after the good lines).
+  expect_status 2 "$PUB" --json "$URL" j.bad '{"a":'
+  expect_err "not valid JSON"
+  printf '1\n{oops\n3\n' >"$WORK/in.txt"
+  expect_status 1 "$PUB" --json "$URL" j.bad - <"$WORK/in.txt"
+  expect_err "line 2"
+  expect_err "not valid JSON"
+}
+
+case_format() {
+  start_broker ""
+  for fmt in data json topic; do
+    "$SUB" --timeout 15 --format "$fmt" "$URL" 'fmt.>' >"$WORK/$fmt.out" 2>"$WORK/$fmt.err" &
+    BG+=("$!")
+  done
+  for fmt in data json topic; do sync_sub "$WORK/$fmt.out" fmt.sync; done
+  timeout 10 "$PUB" --json "$URL" fmt.a '{"x":42}' || fail "pub exited $?"
+  for fmt in data json topic; do wait_lines "$WORK/$fmt.out" 2; done
+  local json topic
+  json=$(grep 'fmt.a' "$WORK/json.out" | tail -1)
+  topic=$(grep '^fmt.a' "$WORK/topic.out" | tail -1)
+  [ "$(tail -1 "$WORK/data.out")" = '{"x":42}' ] || fail "data: $(cat "$WORK/data.out")"
+  [[ "$json" == '{"op":"message","topic":"fmt.a","seq":1,"data":{"x":42}}' ]] || fail "json: $json"
+  [ "$topic" = "$(printf 'fmt.a\t{"x":42}')" ] || fail "topic: $topic"
+}
+
+case_errors() {
+  start_broker ""
+  expect_status 1 "$PUB" "$URL" 'bad..topic' hi
+  expect_err "bad_topic"
+  expect_status 1 "$PUB" "$URL" 'chat.*' hi
+  expect_err "wildcards"
+  expect_status 1 "$SUB" "$URL" 'ok.topic' 'a..b'
+  expect_err "bad_topic"
+  expect_err "a..b"
+  expect_status 1 "$SUB" --since 3 "$URL" 'chat.*'
+  expect_err "bad_request"
+}
+
+case_down() {
+  local port; port=$("$WSC_TBTOOL" port)
+  local t0=$SECONDS
+  expect_status 1 "$PUB" "ws://127.0.0.1:$port/ws" chat.x hi
+  expect_err "cannot connect"
+  expect_err "refused"
+  echo hi >"$WORK/in.txt"
+  expect_status 1 "$PUB" "ws://127.0.0.1:$port/ws" chat.x <"$WORK/in.txt"
+  expect_status 1 "$SUB" "ws://127.0.0.1:$port/ws" 'chat.>'
+  expect_err "cannot connect"
+  expect_status 1 "$SUB" --no-reconnect "ws://127.0.0.1:$port/ws" 'chat.>'
+  [ $((SECONDS - t0)) -le 3 ] || fail "took $((SECONDS - t0)) s against a dead port"
+}
+
+case_usage() {
+  expect_status 2 "$PUB"
+  expect_err "missing URL"
+  expect_err "--help"
+  expect_status 2 "$PUB" ws://127.0.0.1:1/ws
+  expect_status 2 "$PUB" --bogus ws://127.0.0.1:1/ws t x
+  expect_status 2 "$PUB" ws://127.0.0.1:1/ws t a b
+  expect_status 2 "$PUB" --timeout -1 ws://127.0.0.1:1/ws t x
+  expect_status 2 "$PUB" http://127.0.0.1:1/ws t x
+  expect_err "ws://"
+  expect_status 2 "$SUB" ws://127.0.0.1:1/ws
+  expect_err "missing PATTERN"
+  expect_status 2 "$SUB" --format xml ws://127.0.0.1:1/ws t
+  expect_status 2 "$SUB" --count 0 ws://127.0.0.1:1/ws t
+  expect_status 2 "$SUB" --count x ws://127.0.0.1:1/ws t
+  expect_status 2 "$SUB" --epoch e ws://127.0.0.1:1/ws t
+  expect_status 0 "$PUB" --help
+  grep -q "^Usage: wsbroker-pub" "$WORK/cmd.out" || fail "pub --help"
+  expect_status 0 "$SUB" --help
+  grep -q "^Usage: wsbroker-sub" "$WORK/cmd.out" || fail "sub --help"
+  expect_status 0 "$PUB" --version
+  grep -q "^wsbroker-pub (wsbroker) [0-9]" "$WORK/cmd.out" || fail "pub --version"
+  expect_status 0 "$SUB" -V
+  grep -q "^wsbroker-sub (wsbroker) [0-9]" "$WORK/cmd.out" || fail "sub --version"
+}
+
+case_timeout() {
+  start_broker ""
+  local t0=$SECONDS
+  expect_status 1 "$SUB" --count 5 --timeout 1 "$URL" 'quiet.>'
+  expect_err "0 of 5"
+  expect_status 0 "$SUB" --timeout 0.5 "$URL" 'quiet.>'
+  [ $((SECONDS - t0)) -le 4 ] || fail "timeouts took $((SECONDS - t0)) s"
+  # A paused broker accepts TCP but never answers: --timeout bounds the wait.
+  kill -STOP "$BPID"
+  t0=$SECONDS
+  expect_status 1 "$PUB" --timeout 0.5 "$URL" t x
+  expect_status 1 "$SUB" --timeout 0.5 "$URL" t
+  kill -CONT "$BPID"
+  [ $((SECONDS - t0)) -le 4 ] || fail "paused broker: took $((SECONDS - t0)) s"
+}
+
+case_reconnect() {
+  start_broker ""
+  local port="$PORT"
+  "$SUB" --timeout 40 "$URL" 'rc.>' >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  "$SUB" --timeout 40 --no-reconnect "$URL" 'rc.>' >"$WORK/once.out" 2>"$WORK/once.err" &
+  local once=$!; BG+=("$once")
+  sync_sub "$WORK/sub.out" rc.sync
+  sync_sub "$WORK/once.out" rc.sync
+  stop_broker
+  wait "$once"; local st=$?
+  [ "$st" -eq 1 ] || fail "--no-reconnect sub exited $st after the broker stopped"
+  grep -q "connection lost" "$WORK/once.err" || fail "no 'connection lost' message"
+  kill -0 "$sub" 2>/dev/null || fail "reconnecting sub exited"
+  start_broker "$port"
+  # Resubscribed after the restart: a new message arrives.
+  for _ in $(seq 100); do
+    timeout 5 "$PUB" "$URL" rc.after back >/dev/null 2>&1
+    grep -q '"back"' "$WORK/sub.out" && break
+    sleep 0.1
+  done
+  grep -q '"back"' "$WORK/sub.out" || fail "no message after the broker restarted"
+  grep -q "reconnected" "$WORK/sub.err" || fail "no 'reconnected' notice: $(cat "$WORK/sub.err")"
+  grep -q "lost" "$WORK/sub.err" || fail "no notice about lost messages"
+  kill -TERM "$sub"; wait "$sub"; st=$?
+  [ "$st" -eq 0 ] || fail "sub exited $st on SIGTERM"
+}
+
+[ $# -eq 1 ] || { echo "usage: $0 CASE" >&2; exit 2; }
+declare -F "case_$1" >/dev/null || { echo "no case '$1'" >&2; exit 2; }
+"case_$1"
+echo "ok: $1"
