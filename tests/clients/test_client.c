@@ -43,8 +43,8 @@ static void teardown(void)
 {
     ck_assert_msg(tl_drain(&fx.loop), "the loop still had handles 5 s after the clients closed");
     uv_loop_close(&fx.loop);
-    if (fx.broker.pid > 0)
-        tb_kill(&fx.broker);
+    tb_kill(&fx.broker);
+    tb_remove_log(&fx.broker); /* only reached when the test passed */
 }
 
 static void start_broker(const char *const *args)
@@ -475,7 +475,7 @@ START_TEST(client_liveness_detects_silent_broker)
     int64_t t0 = tb_now_ms();
     ck_assert(tl_run_until(&fx.loop, rec_not_open, a, 3000));
     int64_t took = tb_now_ms() - t0;
-    ck_assert_int_le(took, 1500); /* interval + timeout = 0.5 s, plus slack */
+    ck_assert_int_le(took, 2500); /* interval + timeout = 0.5 s, plus slack */
     ck_assert_int_eq(a->states[1].state, WSC_RECONNECTING);
     ck_assert_int_eq(a->states[1].err, WSC_E_TIMEOUT);
     ck_assert_ptr_nonnull(strstr(a->states[1].detail, "Ping"));

@@ -24,6 +24,7 @@ static void setup(void)
 static void teardown(void)
 {
     tb_kill(&broker);
+    tb_remove_log(&broker); /* only reached when the test passed */
 }
 
 START_TEST(connect_failures)

@@ -227,6 +227,12 @@ static bool all_stopped(pid_t pid)
     return stopped;
 }
 
+void tb_remove_log(tb_broker_t *b)
+{
+    if (b->log[0] != '\0')
+        unlink(b->log);
+}
+
 void tb_pause(tb_broker_t *b)
 {
     if (b->pid <= 0)

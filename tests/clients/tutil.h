@@ -35,6 +35,9 @@ bool tb_start(tb_broker_t *b, int port, const char *const *args);
  * broker exited with status 0. */
 bool tb_stop(tb_broker_t *b);
 
+/* Delete the broker's log file (kept when a test fails). */
+void tb_remove_log(tb_broker_t *b);
+
 /* SIGKILL and reap. */
 void tb_kill(tb_broker_t *b);
 

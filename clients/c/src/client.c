@@ -543,7 +543,6 @@ static void on_retry(uv_timer_t *t)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
     g->c = c;
     int r = uv_getaddrinfo(c->loop, &g->req, on_resolved, c->url.host, c->url.port, &hints);
     if (r < 0) {

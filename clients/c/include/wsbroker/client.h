@@ -112,9 +112,11 @@ typedef struct wsc_message {
 
 typedef void (*wsc_message_cb)(wsc_client_t *c, const wsc_message_t *m, void *user);
 
-/* State changes. err and detail say why for RECONNECTING and CLOSED
- * ("connect 127.0.0.1:8080: connection refused; retry in 412 ms"); for
- * OPEN detail names the server and err is WSC_OK. */
+/* State changes. A client starts in WSC_CONNECTING without a call; then
+ * every change is reported, and WSC_RECONNECTING again after each failed
+ * attempt. err and detail say why for RECONNECTING and CLOSED ("connect to
+ * 127.0.0.1:8080: connection refused; retry in 412 ms"); for OPEN detail
+ * names the server and err is WSC_OK. */
 typedef void (*wsc_state_cb)(wsc_client_t *c, wsc_state_t state, int err, const char *detail,
                              void *user);
 
