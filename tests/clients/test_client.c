@@ -658,6 +658,37 @@ START_TEST(close_inside_callback)
 }
 END_TEST
 
+static void close_on_result(wsc_client_t *c, const wsc_result_t *res, void *user)
+{
+    rec_result_cb(c, res, user);
+    wsc_close(c);
+}
+
+START_TEST(close_inside_failure_callback)
+{
+    rec_t *a = calloc(1, sizeof(*a));
+    wsc_options_t o;
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", tb_free_port());
+    rec_options(a, &o);
+    o.reconnect = false;
+    wsc_client_t *c = wsc_connect(&fx.loop, url, &o, NULL);
+    /* Failed when the connect fails; the first callback closes the client,
+     * the others are failed by wsc_close before it returns. */
+    ck_assert_int_eq(wsc_publish(c, "t", "1", 1, rec_result_cb, a), WSC_OK);
+    ck_assert_int_eq(wsc_subscribe(c, "s.a", NULL, rec_result_cb, a), WSC_OK);
+    ck_assert_int_eq(wsc_subscribe(c, "s.a", NULL, close_on_result, a), WSC_OK);
+    ck_assert_int_eq(wsc_subscribe(c, "s.a", NULL, rec_result_cb, a), WSC_OK);
+    ck_assert_int_eq(wsc_subscribe(c, "s.b", NULL, rec_result_cb, a), WSC_OK);
+    ck_assert(tl_run_until(&fx.loop, rec_is_closed, a, WAIT));
+    tl_run_for(&fx.loop, 50);
+    ck_assert_uint_eq(a->nresults, 5);
+    for (size_t i = 0; i < a->nresults; i++)
+        ck_assert_int_eq(a->results[i].err, WSC_E_CLOSED);
+    free(a);
+}
+END_TEST
+
 /* ---- gap detection ---- */
 
 START_TEST(gap_reported_when_broker_drops)
@@ -725,6 +756,7 @@ static Suite *suite(void)
         {"no_hello_times_out", no_hello_times_out},
         {"too_big_refused_locally", too_big_refused_locally},
         {"close_inside_callback", close_inside_callback},
+        {"close_inside_failure_callback", close_inside_failure_callback},
         {"gap_reported_when_broker_drops", gap_reported_when_broker_drops},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

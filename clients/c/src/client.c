@@ -186,7 +186,16 @@ static void defer(wsc_client_t *c, wsc_req_t *r, int err)
 static void send_req(wsc_client_t *c, wsc_req_t *r, char *text, size_t len)
 {
     wsc__list_push(&c->inflight, r);
-    wsc__conn_send(c->conn, WS_OP_TEXT, text, len);
+    if (wsc__conn_send(c->conn, WS_OP_TEXT, text, len) == WSC_E_NOMEM) {
+        /* Not sent, and the connection lives on: fail just this one. */
+        wsc__list_remove(&c->inflight, r);
+        if (r->sub != NULL && r->sub->inflight == r)
+            r->sub->inflight = NULL;
+        if (r->internal)
+            req_free(r);
+        else
+            complete(c, r, WSC_E_NOMEM, NULL, NULL);
+    }
 }
 
 static size_t id_text(char *buf, size_t cap, uint64_t id)
@@ -204,7 +213,12 @@ static void send_sub_req(wsc_client_t *c, wsc_req_t *r, bool unsubscribe)
     size_t cap = 6 * r->topic_len + 6 * strlen(r->epoch) + 160;
     char *text = malloc(cap);
     if (text == NULL) {
-        complete(c, r, WSC_E_NOMEM, NULL, NULL);
+        if (r->sub != NULL && r->sub->inflight == r)
+            r->sub->inflight = NULL;
+        if (r->internal)
+            req_free(r);
+        else
+            complete(c, r, WSC_E_NOMEM, NULL, NULL);
         return;
     }
     size_t n = msg_encode_subscribe(text, cap, unsubscribe, r->topic, r->topic_len, id, r->last,
@@ -414,17 +428,23 @@ static void drop_inflight(wsc_client_t *c, int pub_err)
     }
 }
 
-/* Fail everything still waiting for a connection. */
-static void fail_queued(wsc_client_t *c, int err, const char *why)
+/* Fail everything still waiting for a connection. Outside wsc_close, a
+ * callback that closes the client ends this (wsc_close fails the rest). */
+static void fail_queued(wsc_client_t *c, int err, const char *why, bool in_close)
 {
     wsc_req_t *r;
     while ((r = wsc__list_pop(&c->outbox)) != NULL) {
         c->outbox_bytes -= r->len;
         complete(c, r, err, NULL, why);
+        if (c->closing && !in_close)
+            return;
     }
     for (wsc_sub_t *s = c->subs.head; s != NULL; s = s->next) {
-        while ((r = wsc__list_pop(&s->waiters)) != NULL)
+        while ((r = wsc__list_pop(&s->waiters)) != NULL) {
             complete(c, r, err, NULL, why);
+            if (c->closing && !in_close)
+                return;
+        }
     }
 }
 
@@ -452,7 +472,7 @@ static void retry_or_close(wsc_client_t *c, int err, const char *detail)
         return;
     drop_inflight(c, was_open ? WSC_E_DISCONNECTED : err);
     if (!c->o.reconnect && !c->closing)
-        fail_queued(c, WSC_E_CLOSED, "not connected, and reconnect is off");
+        fail_queued(c, WSC_E_CLOSED, "not connected, and reconnect is off", false);
 }
 
 static void try_next_address(wsc_client_t *c)
@@ -777,7 +797,7 @@ wsc_client_t *wsc_connect(uv_loop_t *loop, const char *url, const wsc_options_t 
     c->timer.data = c->live.data = c->defer.data = c;
     c->refs = 3;
     c->state = WSC_CONNECTING;
-    on_retry(&c->timer);
+    uv_timer_start(&c->timer, on_retry, 0, 0); /* no callback before we return */
     return c;
 }
 
@@ -1011,6 +1031,6 @@ void wsc_close(wsc_client_t *c)
         else
             complete(c, r, WSC_E_CLOSED, NULL, "the client was closed before the broker answered");
     }
-    fail_queued(c, WSC_E_CLOSED, "the client was closed before the request was sent");
+    fail_queued(c, WSC_E_CLOSED, "the client was closed before the request was sent", true);
     wsc__subs_free(&c->subs);
 }
