@@ -1,10 +1,12 @@
 /*
  * main.c - wsbroker: parse the configuration, open one SO_REUSEPORT
  * listener per worker, start the worker threads, and turn SIGTERM/SIGINT
- * into a graceful shutdown. The main thread runs a tiny loop of its own for
- * signals and for joining the workers; it never touches a connection.
+ * into a graceful shutdown. The main thread only waits for signals and
+ * joins the workers; it never touches a connection.
  */
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -18,14 +20,6 @@
 #include "registry.h"
 #include "worker.h"
 
-typedef struct mainctx {
-    broker_t *b;
-    uv_signal_t sigterm, sigint;
-    uv_async_t wake;
-    uv_timer_t watchdog;
-    int signals;
-} mainctx_t;
-
 void broker_shutdown(broker_t *b)
 {
     if (atomic_exchange(&b->shutting_down, 1))
@@ -35,38 +29,31 @@ void broker_shutdown(broker_t *b)
         wrk_command(b->workers[i], 1);
 }
 
-static void on_watchdog(uv_timer_t *t)
+/* Wait for SIGTERM/SIGINT (blocked in every thread, so they stay pending
+ * until taken here, synchronously: no handler runs on a worker thread) and
+ * for the workers to finish after a shutdown. A second signal, or workers
+ * still running long after --close-timeout, ends the process at once. */
+static void supervise(broker_t *b, const sigset_t *signals)
 {
-    (void)t;
-    LOG(LOG_ERROR, -1, 0, "shutdown_stuck", "action=exit");
-    _exit(1);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-    mainctx_t *m = s->data;
-    if (++m->signals > 1) {
-        LOG(LOG_WARN, -1, 0, "shutdown_forced", "signal=%d", signum);
-        _exit(1);
+    int received = 0;
+    uint64_t deadline = 0;
+    while (atomic_load(&b->workers_running) > 0) {
+        struct timespec wait = {received ? 0 : 1, received ? 20000000 : 0};
+        int sig = sigtimedwait(signals, NULL, &wait);
+        if (sig > 0 && ++received == 1) {
+            LOG(LOG_INFO, -1, 0, "shutdown", "signal=%d close_timeout=%g", sig,
+                b->cfg->close_timeout);
+            broker_shutdown(b);
+            deadline = uv_hrtime() + (uint64_t)((b->cfg->close_timeout + 5) * 1e9);
+        } else if (sig > 0) {
+            LOG(LOG_WARN, -1, 0, "shutdown_forced", "signal=%d", sig);
+            _exit(1);
+        }
+        if (deadline != 0 && uv_hrtime() > deadline) {
+            LOG(LOG_ERROR, -1, 0, "shutdown_stuck", "action=exit");
+            _exit(1);
+        }
     }
-    LOG(LOG_INFO, -1, 0, "shutdown", "signal=%d close_timeout=%g", signum,
-        m->b->cfg->close_timeout);
-    broker_shutdown(m->b);
-    /* Workers bound every wait by --close-timeout; this only guards
-     * against a bug keeping the process alive. */
-    uv_timer_start(&m->watchdog, on_watchdog, (uint64_t)(m->b->cfg->close_timeout * 1000) + 5000,
-                   0);
-}
-
-static void on_worker_exit(uv_async_t *a)
-{
-    mainctx_t *m = a->data;
-    if (atomic_load(&m->b->workers_running) > 0)
-        return;
-    uv_close((uv_handle_t *)&m->sigterm, NULL);
-    uv_close((uv_handle_t *)&m->sigint, NULL);
-    uv_close((uv_handle_t *)&m->wake, NULL);
-    uv_close((uv_handle_t *)&m->watchdog, NULL);
 }
 
 static void raise_fd_limit(void)
@@ -90,12 +77,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
+    /* Blocked before any thread starts, so every thread inherits it. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
     broker_t b = {.cfg = &cfg, .nworkers = cfg.workers, .start_ns = uv_hrtime()};
-    mainctx_t m = {.b = &b};
-    uv_loop_t *loop = uv_default_loop();
-    uv_async_init(loop, &m.wake, on_worker_exit);
-    m.wake.data = &m;
-    b.main_wake = &m.wake;
     b.reg = reg_new(cfg.workers, wrk_post, &b);
     b.workers = calloc((size_t)cfg.workers, sizeof(*b.workers));
     if (b.reg == NULL || b.workers == NULL) {
@@ -110,12 +99,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    uv_signal_init(loop, &m.sigterm);
-    uv_signal_init(loop, &m.sigint);
-    m.sigterm.data = m.sigint.data = &m;
-    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&m.sigint, on_signal, SIGINT);
-    uv_timer_init(loop, &m.watchdog);
     atomic_store(&b.workers_running, cfg.workers);
     for (int i = 0; i < cfg.workers; i++) {
         if (wrk_start(b.workers[i]) != 0) {
@@ -124,11 +107,13 @@ int main(int argc, char **argv)
         }
     }
     LOG(LOG_INFO, -1, 0, "listening",
-        "bind=%s port=%d workers=%d version=%s epoch=%s echo=%s web_root=%s", cfg.bind, cfg.port,
+        "bind=%s port=%d workers=%d version=%s epoch=%s echo=%s web=%s", cfg.bind, cfg.port,
         cfg.workers, WSBROKER_VERSION, reg_epoch(b.reg), cfg.echo ? "on" : "off",
-        cfg.web_root ? cfg.web_root : "-");
+        !cfg.web       ? "off"
+        : cfg.web_root ? cfg.web_root
+                       : "built-in");
 
-    uv_run(loop, UV_RUN_DEFAULT);
+    supervise(&b, &signals);
 
     for (int i = 0; i < cfg.workers; i++)
         wrk_join(b.workers[i]);
@@ -136,7 +121,6 @@ int main(int argc, char **argv)
         wrk_free(b.workers[i]);
     free(b.workers);
     reg_free(b.reg);
-    uv_loop_close(loop);
     LOG(LOG_INFO, -1, 0, "stopped", NULL);
     cfg_free(&cfg);
     return 0;

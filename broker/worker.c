@@ -318,7 +318,6 @@ static void run(void *arg)
     drain_inbox(w); /* frames posted after the drain: release them */
     LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
     atomic_fetch_sub(&w->b->workers_running, 1);
-    uv_async_send(w->b->main_wake);
 }
 
 int wrk_start(wrk_t *w)

@@ -1007,7 +1007,8 @@ void it_send_close_at(const char *file, int line, it_conn_t *c, int code, const 
         size_t rl = reason != NULL ? strlen(reason) : 0;
         if (rl > WS_MAX_CONTROL - 2)
             rl = WS_MAX_CONTROL - 2;
-        memcpy(p + n, reason, rl);
+        if (rl > 0)
+            memcpy(p + n, reason, rl);
         n += rl;
     }
     it_send_frame_ex_at(file, line, c, WS_OP_CLOSE, true, 0, true, p, n);
