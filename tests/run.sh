@@ -2,8 +2,8 @@
 # Build and run the whole test suite:
 #   plain  unit + integration suites, RelWithDebInfo, -Werror
 #   asan   the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   tsan   the integration suites (real broker, 4 workers, churn) under
-#          ThreadSanitizer
+#   tsan   the integration and client suites (real broker, 4 workers,
+#          churn, C client library) under ThreadSanitizer
 #   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each
 #   browser  headless Chromium (Debian's) driving the demo page and
 #          wsbroker.js against the plain build's broker
@@ -55,7 +55,7 @@ for stage in $stages; do
     tsan)
       if configure_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSBROKER_SANITIZE=thread; then
         TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1" \
-          run_ctest tsan build-tsan -L integration
+          run_ctest tsan build-tsan -L 'integration|clients'
       else failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
     fuzz)
       if CC=clang configure_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWSBROKER_FUZZ=ON \
