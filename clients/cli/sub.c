@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <wsbroker/client.h>
 
 #include "common.h"
@@ -51,9 +52,10 @@ static void usage(void)
            "print one line per message. Patterns: 'chat.lobby', 'chat.*' (one segment),\n"
            "'chat.>' (one or more segments).\n"
            "\n"
-           "  -F, --format FMT     data (default): the message's data, as JSON;\n"
+           "  -F, --format FMT     data (default): the message's data; a JSON string\n"
+           "                       is printed as its text, other values as JSON;\n"
            "                       json: the whole message object as received;\n"
-           "                       topic: the topic, a TAB, then the data\n"
+           "                       topic: the topic, a TAB, then the data as above\n"
            "  -c, --count N        exit after N messages\n"
            "      --last N         have the broker replay up to N retained messages of\n"
            "                       each topic first\n"
@@ -125,9 +127,29 @@ static bool put_line(const char *a, size_t an, const char *b, size_t bn)
     return fwrite(o, 1, k, stdout) == k && fflush(stdout) == 0;
 }
 
+/* The data as a person reads it: what `wsbroker-pub TOPIC hi` sent as the
+ * JSON string "hi" prints as hi; any other value prints as its JSON. The
+ * text is valid until the next call. */
+static const char *data_text(const wsc_message_t *m, size_t *len)
+{
+    static cJSON *last;
+    cJSON_Delete(last);
+    last = NULL;
+    *len = m->data_len;
+    if (m->data_len == 0 || m->data[0] != '"')
+        return m->data;
+    last = cJSON_ParseWithLength(m->data, m->data_len);
+    if (!cJSON_IsString(last))
+        return m->data;
+    *len = strlen(last->valuestring);
+    return last->valuestring;
+}
+
 static void on_message(wsc_client_t *c, const wsc_message_t *m, void *user)
 {
     bool ok;
+    size_t dlen;
+    const char *data;
     (void)c;
     (void)user;
     if (app.finished)
@@ -137,10 +159,12 @@ static void on_message(wsc_client_t *c, const wsc_message_t *m, void *user)
         ok = put_line(m->raw, m->raw_len, NULL, 0);
         break;
     case FMT_TOPIC:
-        ok = put_line(m->topic, strlen(m->topic), m->data, m->data_len);
+        data = data_text(m, &dlen);
+        ok = put_line(m->topic, strlen(m->topic), data, dlen);
         break;
     default:
-        ok = put_line(m->data, m->data_len, NULL, 0);
+        data = data_text(m, &dlen);
+        ok = put_line(data, dlen, NULL, 0);
         break;
     }
     if (!ok) {
