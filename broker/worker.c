@@ -92,6 +92,9 @@ wrk_t *wrk_new(broker_t *b, int id)
 
 /* ---- Inbox: frames posted by publishers on any worker. ---- */
 
+/* The worker running on this thread, if any. */
+static __thread wrk_t *self;
+
 void wrk_post(void *broker, int wid, frame_t *f)
 {
     wrk_t *w = ((broker_t *)broker)->workers[wid];
@@ -111,9 +114,15 @@ void wrk_post(void *broker, int wid, frame_t *f)
     w->inbox[w->inbox_len++] = f;
     bool was_empty = w->inbox_len == 1;
     pthread_mutex_unlock(&w->inbox_mu);
-    /* Coalesced by libuv; only the first post after a drain must wake. */
-    if (was_empty)
+    if (w == self) {
+        /* A publish on this worker: drained before this iteration's flush,
+         * no wake-up needed. Other posters that find the inbox non-empty
+         * rely on that drain too. */
+        w->self_posted = true;
+    } else if (was_empty) {
+        /* Coalesced by libuv; only the first post after a drain must wake. */
         uv_async_send(&w->wake);
+    }
 }
 
 /* Deliver what the inbox holds now. One swap per call: a post that arrives
@@ -148,6 +157,10 @@ static void on_check(uv_check_t *h)
 {
     wrk_t *w = h->data;
     link_t *l;
+    if (w->self_posted) {
+        w->self_posted = false;
+        drain_inbox(w);
+    }
     while ((l = link_first(&w->pending)) != NULL) {
         conn_t *c = link_entry(l, conn_t, pending);
         link_remove(l);
@@ -305,6 +318,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void run(void *arg)
 {
     wrk_t *w = arg;
+    self = w;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Stopped: every connection is gone. Close the worker's own handles. */
     uv_close((uv_handle_t *)&w->wake, on_handle_closed);

@@ -44,7 +44,8 @@ struct wrk {
     pthread_mutex_t inbox_mu;
     frame_t **inbox; /* posted frames, in per-topic seq order */
     size_t inbox_len, inbox_cap;
-    frame_t **batch; /* the inbox array being drained */
+    bool self_posted; /* this worker posted to its own inbox: drain in check */
+    frame_t **batch;  /* the inbox array being drained */
     size_t batch_cap;
 
     ptable_t subs;       /* pattern -> lpat_t */
