@@ -386,8 +386,14 @@ long proc_rss_kib(int pid);
 /* User + system CPU seconds of pid, or -1. */
 double proc_cpu_s(int pid);
 double self_cpu_s(void);
-/* CPU seconds all processors have been busy since boot (/proc/stat), or -1. */
-double machine_busy_s(void);
+/* CPU seconds since boot, all processors (/proc/stat): in processes (user,
+ * nice, system), in hard and soft interrupts (loopback TCP is largely
+ * softirq work that no process is charged for) and stolen by the
+ * hypervisor. */
+typedef struct machine_cpu {
+    double process, irq, steal;
+} machine_cpu_t;
+int machine_cpu(machine_cpu_t *m);
 void err_merge(errstats_t *into, const errstats_t *from);
 void err_close_code(errstats_t *e, uint16_t code);
 

@@ -540,8 +540,9 @@ static bool all_closed(bench_t *b)
 
 typedef struct result {
     double setup_s, handshakes_per_s, ready_per_s, window_s, drain_s;
-    double bench_cpu_s, broker_cpu_s, machine_cpu_s;
-    double close_s; /* from PH_CLOSE until every connection was closed */
+    double bench_cpu_s, broker_cpu_s;
+    machine_cpu_t machine; /* in the measured window */
+    double close_s;        /* from PH_CLOSE until every connection was closed */
     double setup_bench_cpu_s, setup_broker_cpu_s;
     long rss_before, rss_after, rss_closed;
     bool ran, setup_timeout, drain_timeout;
@@ -677,8 +678,9 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"bench_cpu_s\":%.2f", r->bench_cpu_s);
         if (o->broker_pid)
             fprintf(f, ",\"broker_cpu_s\":%.2f,\"other_cpu_s\":%.2f", r->broker_cpu_s,
-                    r->machine_cpu_s - r->bench_cpu_s - r->broker_cpu_s);
-        fprintf(f, ",\"machine_cpu_s\":%.2f", r->machine_cpu_s);
+                    r->machine.process - r->bench_cpu_s - r->broker_cpu_s);
+        fprintf(f, ",\"process_cpu_s\":%.2f,\"irq_cpu_s\":%.2f,\"steal_cpu_s\":%.2f",
+                r->machine.process, r->machine.irq, r->machine.steal);
     }
 
     fprintf(f, ",\"close_s\":%.3f", r->close_s);
@@ -810,12 +812,13 @@ static void run(bench_t *b, result_t *r)
     b->t_measure = b->t_run + (uint64_t)(o->warmup * 1e9);
     b->t_end = b->t_measure + (uint64_t)(o->duration * 1e9);
     set_phase(b, PH_RUN);
-    double cpu0 = 0, bcpu0 = 0, mcpu0 = 0;
+    double cpu0 = 0, bcpu0 = 0;
+    machine_cpu_t m0 = {0, 0, 0}, m1 = {0, 0, 0};
     wait_until(b, &pg, "warmup", b->t_measure, NULL);
     if (!interrupted) {
         cpu0 = self_cpu_s();
         bcpu0 = o->broker_pid ? proc_cpu_s(o->broker_pid) : 0;
-        mcpu0 = machine_busy_s();
+        machine_cpu(&m0);
         wait_until(b, &pg, "measure", b->t_end, NULL);
     }
     set_phase(b, PH_STOP);
@@ -823,7 +826,10 @@ static void run(bench_t *b, result_t *r)
     uint64_t window_end = t < b->t_end ? t : b->t_end;
     r->window_s = window_end > b->t_measure ? (double)(window_end - b->t_measure) / 1e9 : 0;
     r->bench_cpu_s = self_cpu_s() - cpu0;
-    r->machine_cpu_s = machine_busy_s() - mcpu0;
+    machine_cpu(&m1);
+    r->machine.process = m1.process - m0.process;
+    r->machine.irq = m1.irq - m0.irq;
+    r->machine.steal = m1.steal - m0.steal;
     if (o->broker_pid)
         r->broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu0;
 

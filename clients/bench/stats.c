@@ -160,7 +160,7 @@ double proc_cpu_s(int pid)
     return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
 }
 
-double machine_busy_s(void)
+int machine_cpu(machine_cpu_t *m)
 {
     unsigned long long v[8] = {0};
     FILE *f = fopen("/proc/stat", "r");
@@ -173,7 +173,11 @@ double machine_busy_s(void)
     if (n < 7)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)(hz > 0 ? hz : 100);
+    double t = (double)(hz > 0 ? hz : 100);
+    m->process = (double)(v[0] + v[1] + v[2]) / t;
+    m->irq = (double)(v[5] + v[6]) / t;
+    m->steal = (double)v[7] / t;
+    return 0;
 }
 
 double self_cpu_s(void)
