@@ -261,6 +261,7 @@ typedef struct bthread {
     uint64_t t_run, t_measure, t_end;
     uint64_t expected;    /* sum over subscribers of final - base */
     uint64_t missing_end; /* part of lost: final - last at the end */
+    uint64_t silent_subs; /* subscribers that received nothing at all */
     /* Lateness of the tick timer inside the measured window: how long this
      * thread could not run its loop (busy with I/O, or not scheduled). */
     unsigned tick_ms;

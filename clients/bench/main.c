@@ -18,6 +18,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,6 +566,22 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* Append to buf (capacity cap, *n bytes used), truncating when full. */
+static void append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    if (*n >= cap - 1)
+        return;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (r > 0)
+        *n = *n + (size_t)r < cap - 1 ? *n + (size_t)r : cap - 1;
+}
+
 static double us(uint64_t ns)
 {
     return round((double)ns / 100.0) / 10.0;
@@ -594,9 +611,11 @@ static int report(bench_t *b, const result_t *r)
 
     uint64_t sent = SUM(b, published), acked = SUM(b, acked), delivered = SUM(b, delivered);
     uint64_t lost = SUM(b, lost), dups = SUM(b, duplicates), reord = SUM(b, reordered);
-    uint64_t missing_end = 0;
-    for (unsigned i = 0; i < o->threads; i++)
+    uint64_t missing_end = 0, silent = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
         missing_end += b->th[i].missing_end;
+        silent += b->th[i].silent_subs;
+    }
     uint64_t subs = SUM(b, subs_ready), pubs = SUM(b, pubs_ready);
     double win = r->window_s > 0 ? r->window_s : 1;
 
@@ -658,6 +677,7 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"lost\":%llu,\"missing_at_end\":%llu,\"duplicates\":%llu,\"reordered\":%llu",
                 (unsigned long long)lost, (unsigned long long)missing_end, (unsigned long long)dups,
                 (unsigned long long)reord);
+        fprintf(f, ",\"silent_subscribers\":%llu", (unsigned long long)silent);
         fprintf(f, ",\"latency_us\":{\"samples\":%llu", (unsigned long long)lat.count);
         if (lat.count > 0)
             fprintf(f,
@@ -705,33 +725,34 @@ static int report(bench_t *b, const result_t *r)
     }
     fprintf(f, "}");
 
-    char why[256] = "";
+    char why[512] = "";
+    size_t n = 0;
     int status = 0;
     if (!r->ran) {
-        snprintf(why, sizeof why, "%s", r->failure ? r->failure : "the scenario could not run");
+        append(why, sizeof why, &n, "%s", r->failure ? r->failure : "the scenario could not run");
         status = 2;
     } else {
-        size_t n = 0;
         if (interrupted)
-            n += (size_t)snprintf(why + n, sizeof why - n, "interrupted; ");
+            append(why, sizeof why, &n, "interrupted; ");
         if (lost)
-            n += (size_t)snprintf(why + n, sizeof why - n,
-                                  "%llu messages lost (%llu of them still missing when the "
-                                  "drain ended); ",
-                                  (unsigned long long)lost, (unsigned long long)missing_end);
+            append(why, sizeof why, &n,
+                   "%llu messages lost (%llu of them still missing when the drain ended); ",
+                   (unsigned long long)lost, (unsigned long long)missing_end);
+        if (silent)
+            append(why, sizeof why, &n,
+                   "%llu subscribers received nothing at all (a second broker process "
+                   "listening on the same port?); ",
+                   (unsigned long long)silent);
         if (dups)
-            n += (size_t)snprintf(why + n, sizeof why - n, "%llu duplicates; ",
-                                  (unsigned long long)dups);
+            append(why, sizeof why, &n, "%llu duplicates; ", (unsigned long long)dups);
         if (reord)
-            n += (size_t)snprintf(why + n, sizeof why - n, "%llu reordered; ",
-                                  (unsigned long long)reord);
+            append(why, sizeof why, &n, "%llu reordered; ", (unsigned long long)reord);
         if (errors)
-            n += (size_t)snprintf(why + n, sizeof why - n, "%llu errors; ",
-                                  (unsigned long long)errors);
+            append(why, sizeof why, &n, "%llu errors; ", (unsigned long long)errors);
         if (r->drain_timeout)
-            n += (size_t)snprintf(why + n, sizeof why - n, "drain timed out; ");
+            append(why, sizeof why, &n, "drain timed out; ");
         if (n >= 2) {
-            why[n - 2] = '\0';
+            why[n - 2] = '\0'; /* the last "; " */
             status = 1;
         }
     }

@@ -461,6 +461,8 @@ void scen_finish(bthread_t *th)
             atomic_load_explicit(&th->b->topics[c->topic].final_seq, memory_order_relaxed);
         if (final > c->base)
             th->expected += final - c->base;
+        if (final > c->base && c->received == 0)
+            th->silent_subs++;
         if (final > c->last) {
             ctr_add(&th->st.lost, final - c->last);
             th->missing_end += final - c->last;
