@@ -388,9 +388,10 @@ long proc_rss_kib(int pid);
 double proc_cpu_s(int pid);
 double self_cpu_s(void);
 /* CPU seconds since boot, all processors (/proc/stat): in processes (user,
- * nice, system), in hard and soft interrupts (loopback TCP is largely
- * softirq work that no process is charged for) and stolen by the
- * hypervisor. */
+ * nice, system), in hard and soft interrupts and stolen by the hypervisor.
+ * Softirq work run in a process's context (most loopback TCP) is counted
+ * under irq here but also in that process's own utime/stime, so the CPU of
+ * everything else is process + irq - (bench + broker), and approximate. */
 typedef struct machine_cpu {
     double process, irq, steal;
 } machine_cpu_t;

@@ -698,7 +698,7 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"bench_cpu_s\":%.2f", r->bench_cpu_s);
         if (o->broker_pid)
             fprintf(f, ",\"broker_cpu_s\":%.2f,\"other_cpu_s\":%.2f", r->broker_cpu_s,
-                    r->machine.process - r->bench_cpu_s - r->broker_cpu_s);
+                    r->machine.process + r->machine.irq - r->bench_cpu_s - r->broker_cpu_s);
         fprintf(f, ",\"process_cpu_s\":%.2f,\"irq_cpu_s\":%.2f,\"steal_cpu_s\":%.2f",
                 r->machine.process, r->machine.irq, r->machine.steal);
     }
