@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
 #include "wsproto/msg.h"
@@ -503,6 +504,444 @@ START_TEST(err_last_since_epoch)
                MSG_E_BAD_REQUEST, "\"e\"", "\"epoch\"");
     ck_assert_int_eq(parse("{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":0}"), MSG_OK);
     ck_assert(req.has_last && req.last == 0);
+}
+END_TEST
+
+/* ---- strict JSON: what the single-pass validator accepts ---- */
+
+/* {"op":"publish","topic":"t","data":V} with V the n bytes at v. */
+static int parse_data_n(const char *v, size_t n)
+{
+    static const char head[] = "{\"op\":\"publish\",\"topic\":\"t\",\"data\":";
+    static char m[70000];
+    ck_assert_uint_lt(n, sizeof m - sizeof head);
+    memcpy(m, head, sizeof head - 1);
+    memcpy(m + sizeof head - 1, v, n);
+    m[sizeof head - 1 + n] = '}';
+    return parse_n(m, sizeof head + n);
+}
+
+static void data_ok(const char *v, size_t n)
+{
+    ck_assert_msg(parse_data_n(v, n) == MSG_OK, "'%.*s' refused: %s", (int)n, v, why);
+    ck_assert_msg(req.data.len == n && memcmp(req.data.p, v, n) == 0, "'%.*s': span '%.*s'", (int)n,
+                  v, (int)req.data.len, req.data.p);
+}
+
+static void data_bad(const char *v, size_t n)
+{
+    ck_assert_msg(parse_data_n(v, n) == MSG_E_BAD_JSON, "'%.*s' accepted", (int)n, v);
+    ck_assert_str_eq(why, "message is not valid JSON");
+}
+
+#define DATA_OK(lit)  data_ok((lit), sizeof(lit) - 1)
+#define DATA_BAD(lit) data_bad((lit), sizeof(lit) - 1)
+
+START_TEST(strict_numbers)
+{
+    static const char *const good[] = {
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "10",
+        "1234567890",
+        "0.5",
+        "-0.5",
+        "10.25",
+        "0.000001",
+        "0e0",
+        "0E0",
+        "1e5",
+        "1E5",
+        "1e+5",
+        "1e-5",
+        "1E+05",
+        "-1.5e-10",
+        "2.5E+300",
+        "1e400",
+        "-0.0e-0",
+        "9007199254740993",
+        "123456789012345678901234567890123456789012345678901234567890123456789012345",
+        "0.123456789012345678901234567890123456789012345678901234567890123456789012",
+    };
+    /* a number ends where the grammar ends, so "01" is 0 followed by junk */
+    static const char *const bad[] = {
+        "01",       "00",        "-01",  "-00",   "1.",    "-1.",   ".5",       "-.5",
+        "+1",       "-",         "--1",  "-+1",   "- 1",   "1e",    "1E",       "1e+",
+        "1e-",      "1.e5",      "1.5.", "1.5.5", "1e5.5", "1e5e5", "1ee5",     "0x10",
+        "0X1",      "1_000",     "1 2",  "1-2",   "1+2",   "0.e1",  "-e5",      "e5",
+        "Infinity", "-Infinity", "NaN",  "0.5e",  "05.5",  "-",     "\xd9\xa1",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        data_ok(good[i], strlen(good[i]));
+        char arr[256];
+        int n = snprintf(arr, sizeof arr, "[%s,%s]", good[i], good[i]);
+        data_ok(arr, (size_t)n);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        data_bad(bad[i], strlen(bad[i]));
+        char arr[128];
+        int n = snprintf(arr, sizeof arr, "[%s]", bad[i]);
+        data_bad(arr, (size_t)n);
+    }
+    /* a number as the last bytes of the input, against the guard page */
+    ck_assert_int_eq(parse("1"), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not a JSON object");
+    ck_assert_int_eq(parse("-1.5e-7"), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not a JSON object");
+    ck_assert_int_eq(parse("-1.5e-"), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not valid JSON");
+}
+END_TEST
+
+START_TEST(strict_literals)
+{
+    DATA_OK("true");
+    DATA_OK("false");
+    DATA_OK("null");
+    DATA_OK("[true,false,null]");
+    DATA_OK("{\"t\":true,\"f\":false,\"n\":null}");
+    static const char *const bad[] = {"t",         "tr",           "tru",       "f",     "fals",
+                                      "n",         "nul",          "TRUE",      "True",  "NULL",
+                                      "nULL",      "truex",        "true1",     "nulll", "falsey",
+                                      "truefalse", "[true false]", "undefined", "none",  "tRue"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        data_bad(bad[i], strlen(bad[i]));
+    /* cut off at the end of the input */
+    static const char *const cut[] = {"t", "tru", "fals", "nul"};
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        char m[64];
+        int n = snprintf(m, sizeof m, "{\"op\":\"ping\",\"id\":%s", cut[i]);
+        ck_assert_int_eq(parse_n(m, (size_t)n), MSG_E_BAD_JSON);
+    }
+}
+END_TEST
+
+/* Every escape, in data (kept verbatim) and in a topic (decoded). */
+START_TEST(strict_escapes)
+{
+    static const struct {
+        const char *esc, *dec;
+        size_t dlen;
+    } good[] = {
+        {"\\\"", "\"", 1},
+        {"\\\\", "\\", 1},
+        {"\\/", "/", 1},
+        {"\\b", "\b", 1},
+        {"\\f", "\f", 1},
+        {"\\n", "\n", 1},
+        {"\\r", "\r", 1},
+        {"\\t", "\t", 1},
+        {"\\u0041", "A", 1},
+        {"\\u0000", "\0", 1},
+        {"\\u001f", "\x1f", 1},
+        {"\\u007F", "\x7f", 1},
+        {"\\u00e9", "\xc3\xa9", 2},
+        {"\\u00E9", "\xc3\xa9", 2},
+        {"\\u07ff", "\xdf\xbf", 2},
+        {"\\u0800", "\xe0\xa0\x80", 3},
+        {"\\u20ac", "\xe2\x82\xac", 3},
+        {"\\uFfFf", "\xef\xbf\xbf", 3},
+        {"\\ud7ff", "\xed\x9f\xbf", 3},
+        {"\\ue000", "\xee\x80\x80", 3},
+        {"\\ud800\\udc00", "\xf0\x90\x80\x80", 4},
+        {"\\ud83d\\ude00", "\xf0\x9f\x98\x80", 4},
+        {"\\uD83D\\uDE00", "\xf0\x9f\x98\x80", 4},
+        {"\\udbff\\udfff", "\xf4\x8f\xbf\xbf", 4},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char v[64], m[128];
+        int n = snprintf(v, sizeof v, "\"a%sb\"", good[i].esc);
+        data_ok(v, (size_t)n);
+        snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%s%s\",\"epoch\":\"%s\"}",
+                 good[i].esc, good[i].esc, good[i].esc);
+        ck_assert_msg(parse(m) == MSG_OK, "%s: %s", m, why);
+        ck_assert_uint_eq(req.topic.len, 2 * good[i].dlen);
+        ck_assert(memcmp(req.topic.p, good[i].dec, good[i].dlen) == 0);
+        ck_assert(memcmp(req.topic.p + good[i].dlen, good[i].dec, good[i].dlen) == 0);
+        ck_assert(req.epoch.len == good[i].dlen &&
+                  memcmp(req.epoch.p, good[i].dec, good[i].dlen) == 0);
+        /* as a member name: not one of ours, ignored */
+        snprintf(m, sizeof m, "{\"%s\":1,\"op\":\"ping\"}", good[i].esc);
+        ck_assert_msg(parse(m) == MSG_OK, "%s: %s", m, why);
+    }
+
+    static const char *const bad[] = {
+        "\\x",
+        "\\a",
+        "\\0",
+        "\\'",
+        "\\U0041",
+        "\\u",
+        "\\u1",
+        "\\u12",
+        "\\u123",
+        "\\u12G4",
+        "\\uZZZZ",
+        "\\u 123",
+        "\\u+123",
+        "\\u-123",
+        "\\ud800",
+        "\\ud800x",
+        "\\ud800\\u0041",
+        "\\ud800\\ud800",
+        "\\ud800\\n",
+        "\\ud800\\u",
+        "\\ud800\\udc0",
+        "\\ud800\\uDBFF",
+        "\\ud800\\ue000",
+        "\\udc00",
+        "\\uDFFF",
+        "\\udc00\\ud800",
+        "\\\x01",
+        "\\\xc3\xa9",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char v[64], m[128];
+        int n = snprintf(v, sizeof v, "\"a%sz\"", bad[i]);
+        data_bad(v, (size_t)n);
+        snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%s\"}", bad[i]);
+        expect_err(m, MSG_E_BAD_JSON, NULL, "not valid JSON");
+        snprintf(m, sizeof m, "{\"op\":\"ping\",\"%s\":1}", bad[i]);
+        expect_err(m, MSG_E_BAD_JSON, NULL, "not valid JSON");
+    }
+    /* a backslash as the last byte of the input */
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"id\":\"\\"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"id\":\"\\u00"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("{\"op\":\"ping\",\"id\":\"\\ud800\\u"), MSG_E_BAD_JSON);
+    /* an escaped op name too long to be one */
+    expect_err("{\"op\":\"\\u0070ublish_and_then_some\"}", MSG_E_UNKNOWN_OP, NULL, NULL);
+}
+END_TEST
+
+START_TEST(strict_control_bytes)
+{
+    for (int c = 0; c < 256; c++) {
+        bool ctl = c < 0x20;
+        char m[64];
+        /* raw inside a data string, a topic and a member name */
+        int n = snprintf(m, sizeof m, "\"a%cb\"", c);
+        if (ctl)
+            data_bad(m, (size_t)n);
+        else if (c != '"' && c != '\\')
+            data_ok(m, (size_t)n);
+        if (c == '"' || c == '\\')
+            continue;
+        n = snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%c\"}", c);
+        ck_assert_int_eq(parse_n(m, (size_t)n), ctl ? MSG_E_BAD_JSON : MSG_OK);
+        if (!ctl)
+            ck_assert(req.topic.len == 1 && (unsigned char)req.topic.p[0] == c);
+        n = snprintf(m, sizeof m, "{\"%c\":0,\"op\":\"ping\"}", c);
+        ck_assert_int_eq(parse_n(m, (size_t)n), ctl ? MSG_E_BAD_JSON : MSG_OK);
+        /* between tokens only space, tab, LF and CR are whitespace */
+        bool ws = c == ' ' || c == '\t' || c == '\n' || c == '\r';
+        n = snprintf(m, sizeof m, "{\"op\":\"ping\",%c\"id\":1}", c);
+        ck_assert_int_eq(parse_n(m, (size_t)n), ws ? MSG_OK : MSG_E_BAD_JSON);
+    }
+}
+END_TEST
+
+/* Whitespace of every kind in every gap between tokens. */
+START_TEST(strict_whitespace)
+{
+    static const char *const tok[] = {
+        "{",        "\"op\"", ":", "\"publish\"", ",", "\"topic\"", ":",     "\"t\"", ",",
+        "\"data\"", ":",      "[", "1",           ",", "{",         "\"k\"", ":",     "null",
+        "}",        "]",      ",", "\"id\"",      ":", "7",         "}"};
+    static const char *const ws[] = {"", " ", "\t", "\n", "\r", "\r\n", " \t\n\r \t\n\r "};
+    size_t ntok = sizeof tok / sizeof tok[0];
+    for (size_t w = 0; w < sizeof ws / sizeof ws[0]; w++) {
+        for (size_t gap = 0; gap <= ntok; gap++) {
+            char m[1024];
+            size_t n = 0;
+            for (size_t t = 0; t <= ntok; t++) {
+                if (t == gap || w == sizeof ws / sizeof ws[0] - 1)
+                    n += (size_t)sprintf(m + n, "%s", ws[w]);
+                if (t < ntok)
+                    n += (size_t)sprintf(m + n, "%s", tok[t]);
+            }
+            ck_assert_msg(parse_n(m, n) == MSG_OK, "'%s': %s", m, why);
+            ck_assert_int_eq(req.op, MSG_OP_PUBLISH);
+            ck_span(req.topic, "t");
+            ck_span(req.id, "7");
+            ck_assert(req.data.p[0] == '[' && req.data.p[req.data.len - 1] == ']');
+        }
+    }
+    static const char *const not_ws[] = {"\v",       "\f",           "\x1c",        "\x1f",
+                                         "\xc2\xa0", "\xe2\x80\x8b", "\xef\xbb\xbf"};
+    for (size_t i = 0; i < sizeof not_ws / sizeof not_ws[0]; i++) {
+        char m[64];
+        snprintf(m, sizeof m, "{\"op\":%s\"ping\"}", not_ws[i]);
+        expect_err(m, MSG_E_BAD_JSON, NULL, "not valid JSON");
+        snprintf(m, sizeof m, "%s{\"op\":\"ping\"}", not_ws[i]);
+        ck_assert_int_eq(parse(m),
+                         i == sizeof not_ws / sizeof not_ws[0] - 1 ? MSG_OK : MSG_E_BAD_JSON);
+    }
+    ck_assert_int_eq(parse_n("{\"op\":\"ping\",\0\"id\":1}", 20), MSG_E_BAD_JSON);
+    /* a byte order mark: once, first, before any whitespace */
+    ck_assert_int_eq(parse("\xef\xbb\xbf \n{\"op\":\"ping\"}"), MSG_OK);
+    ck_assert_int_eq(parse(" \xef\xbb\xbf{\"op\":\"ping\"}"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("\xef\xbb\xbf\xef\xbb\xbf{\"op\":\"ping\"}"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("\xef\xbb{\"op\":\"ping\"}"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("\xef\xbb\xbf"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("\xef\xbb"), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("\xef"), MSG_E_BAD_JSON);
+}
+END_TEST
+
+START_TEST(strict_trailing)
+{
+    static const char *const tail[] = {"x",    ",",    "}",    "]",       "{}", "[]",
+                                       "0",    "\"\"", "/",    "/**/",    " x", "\n}",
+                                       "null", "\x0b", "\x7f", "\xc2\xa0"};
+    for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++) {
+        char m[64];
+        snprintf(m, sizeof m, "{\"op\":\"ping\",\"id\":1}%s", tail[i]);
+        expect_err(m, MSG_E_BAD_JSON, NULL, "not valid JSON");
+        snprintf(m, sizeof m, "[1]%s", tail[i]);
+        expect_err(m, MSG_E_BAD_JSON, NULL, "not valid JSON");
+    }
+    ck_assert_int_eq(parse_n("{\"op\":\"ping\"}\0", 14), MSG_E_BAD_JSON);
+    ck_assert_int_eq(parse("{\"op\":\"ping\"} \t\r\n"), MSG_OK);
+    ck_assert_int_eq(parse("[1] \t\r\n"), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not a JSON object");
+}
+END_TEST
+
+/* A message of depth levels: the object, then depth - 1 nested values. */
+static size_t nested(char *m, int depth, bool objects)
+{
+    size_t n = (size_t)sprintf(m, "{\"op\":\"publish\",\"topic\":\"t\",\"data\":");
+    for (int i = 1; i < depth; i++)
+        n += (size_t)sprintf(m + n, "%s", objects ? "{\"a\":" : (i % 2 ? "[" : "[0,"));
+    n += (size_t)sprintf(m + n, "0");
+    for (int i = 1; i < depth; i++)
+        m[n++] = objects ? '}' : ']';
+    m[n++] = '}';
+    return n;
+}
+
+START_TEST(strict_nesting)
+{
+    static char m[40000];
+    /* at most 1000 open containers, the message object included */
+    for (int objects = 0; objects <= 1; objects++) {
+        size_t n = nested(m, 1000, objects);
+        ck_assert_int_eq(parse_n(m, n), MSG_OK);
+        ck_assert(req.data.p[0] == (objects ? '{' : '['));
+        ck_assert_uint_eq(req.data.len,
+                          n - strlen("{\"op\":\"publish\",\"topic\":\"t\",\"data\":}"));
+        n = nested(m, 1001, objects);
+        ck_assert_int_eq(parse_n(m, n), MSG_E_BAD_JSON);
+        ck_assert_str_eq(why, "message is not valid JSON");
+    }
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++)
+        m[n++] = '[';
+    for (int i = 0; i < 1000; i++)
+        m[n++] = ']';
+    ck_assert_int_eq(parse_n(m, n), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not a JSON object");
+    memmove(m + 1, m, n);
+    m[0] = '[';
+    m[n + 1] = ']';
+    ck_assert_int_eq(parse_n(m, n + 2), MSG_E_BAD_JSON);
+    ck_assert_str_eq(why, "message is not valid JSON");
+    /* deep, then shallow again, and a long flat array */
+    n = (size_t)sprintf(m, "{\"op\":\"publish\",\"topic\":\"t\",\"data\":[");
+    for (int i = 0; i < 3000; i++)
+        n += (size_t)sprintf(m + n, "%s",
+                             i % 3 == 0   ? "[[{}]],"
+                             : i % 3 == 1 ? "{\"x\":[]},"
+                                          : "1,");
+    n += (size_t)sprintf(m + n, "0],\"id\":5}");
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_span(req.id, "5");
+
+    static const char *const bad[] = {
+        "[}",        "{]",         "[[]}",       "{\"a\":[}", "[1}",
+        "{\"a\":1]", "[,]",        "[1,,2]",     "[,1]",      "[1,]",
+        "{,}",       "{\"a\":1,}", "{\"a\"}",    "{\"a\":}",  "{\"a\" 1}",
+        "{1:2}",     "{a:1}",      "{\"a\"::1}", "[\"a\":1]", "{\"a\":1 \"b\":2}",
+        "[1 2]",     "{\"a\",1}",  "[",          "]",         "{",
+        "}",         "[[]",        "{\"a\":{}",  "{null:1}",  "{\"a\":1}}",
+        "[]]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        data_bad(bad[i], strlen(bad[i]));
+}
+END_TEST
+
+/* Plain runs are scanned 8 bytes at a time: put a special byte at every
+ * offset of strings of every length around that width. */
+START_TEST(strict_string_every_offset)
+{
+    static const unsigned char high[] = {0x7f, 0x80, 0x9f, 0xa0, 0xa2, 0xdc, 0xe0, 0xff};
+    char t[64], m[128];
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            memset(t, 'a', len);
+            for (int kind = 0; kind < 3 + (int)sizeof high; kind++) {
+                int n;
+                if (kind == 0) { /* a raw control byte */
+                    t[pos] = '\x01';
+                    n = snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%.*s\"}", (int)len,
+                                 t);
+                    ck_assert_int_eq(parse_n(m, (size_t)n), MSG_E_BAD_JSON);
+                    continue;
+                }
+                if (kind == 1) { /* a quote ends the string early */
+                    t[pos] = '"';
+                    n = snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%.*s\"}", (int)len,
+                                 t);
+                    ck_assert_int_eq(parse_n(m, (size_t)n), MSG_E_BAD_JSON);
+                    continue;
+                }
+                if (kind == 2) { /* an escape */
+                    t[pos] = 'a';
+                    n = snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%.*s\\n%.*s\"}",
+                                 (int)pos, t, (int)(len - pos - 1), t);
+                    ck_assert_int_eq(parse_n(m, (size_t)n), MSG_OK);
+                    ck_assert_uint_eq(req.topic.len, len);
+                    ck_assert(req.topic.p[pos] == '\n');
+                    continue;
+                }
+                /* bytes from 0x7f up are plain, including 0x22 | 0x80 and 0x5c | 0x80 */
+                t[pos] = (char)high[kind - 3];
+                n = snprintf(m, sizeof m, "{\"op\":\"subscribe\",\"topic\":\"%.*s\"}", (int)len, t);
+                ck_assert_int_eq(parse_n(m, (size_t)n), MSG_OK);
+                ck_assert(req.topic.len == len && memcmp(req.topic.p, t, len) == 0);
+            }
+        }
+    }
+}
+END_TEST
+
+START_TEST(strict_every_prefix)
+{
+    const char *m =
+        "{\"op\":\"publish\",\"topic\":\"a\\u00e9\\ud83d\\ude00\\n\",\"data\":{\"k\\\"\":"
+        "[true,false,null,-0.5e+3,0,\"\\\\\\/\"],\"e\":{}},\"id\":1E-2}";
+    size_t n = strlen(m);
+    ck_assert_int_eq(parse_n(m, n), MSG_OK);
+    ck_span(req.id, "1E-2");
+    for (size_t cut = 0; cut < n; cut++)
+        ck_assert_msg(parse_n(m, cut) == MSG_E_BAD_JSON, "%.*s", (int)cut, m);
+}
+END_TEST
+
+/* Where the result differs from the cJSON-based parser this replaced. */
+START_TEST(strict_differences)
+{
+    /* cJSON read a \u escape with non-hex digits as U+0000 */
+    expect_err("{\"op\":\"ping\",\"id\":\"\\uZZZZ\"}", MSG_E_BAD_JSON, NULL, "not valid JSON");
+    expect_err("{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"\\u12 4\"}", MSG_E_BAD_JSON, NULL,
+               "not valid JSON");
+    /* not an object, and only cJSON's leniency called it JSON at all */
+    static const char *const lenient[] = {"[01]", "1 x", "\"a\tb\"", "[1.]", "[\x01]", "-.5"};
+    for (size_t i = 0; i < sizeof lenient / sizeof lenient[0]; i++)
+        expect_err(lenient[i], MSG_E_BAD_JSON, NULL, "message is not valid JSON");
 }
 END_TEST
 
@@ -1012,6 +1451,20 @@ static Suite *msg_suite(void)
     tcase_add_test(tc, err_last_since_epoch);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("strict");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, strict_numbers);
+    tcase_add_test(tc, strict_literals);
+    tcase_add_test(tc, strict_escapes);
+    tcase_add_test(tc, strict_control_bytes);
+    tcase_add_test(tc, strict_whitespace);
+    tcase_add_test(tc, strict_trailing);
+    tcase_add_test(tc, strict_nesting);
+    tcase_add_test(tc, strict_string_every_offset);
+    tcase_add_test(tc, strict_every_prefix);
+    tcase_add_test(tc, strict_differences);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("encode");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, encode_message);
@@ -1036,8 +1489,74 @@ static Suite *msg_suite(void)
     return s;
 }
 
-int main(void)
+/* ---- micro-benchmark: "test_msg --bench [iterations]"; never run by ctest ---- */
+
+static double now_ns(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* What the old msg_parse() did before its own scan: parse into a cJSON
+ * tree, look the seven members up, free the tree. A lower bound of its
+ * cost, kept here as the yardstick for the single pass. */
+static int cjson_pass(const char *m, size_t n)
+{
+    static const char *const keys[] = {"op", "id", "topic", "data", "last", "since", "epoch"};
+    cJSON *root = cJSON_ParseWithLength(m, n);
+    int found = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        found += cJSON_GetObjectItemCaseSensitive(root, keys[k]) != NULL;
+    cJSON_Delete(root);
+    return found;
+}
+
+static int bench(long iters)
+{
+    if (iters < 1)
+        iters = 1;
+    char m[512], pad[129];
+    memset(pad, 'x', 128);
+    pad[128] = '\0';
+    size_t n = (size_t)snprintf(m, sizeof m,
+                                "{\"op\":\"publish\",\"topic\":\"bench.pair.123\",\"data\":{\"t\":"
+                                "123456789,\"pad\":\"%s\"},\"id\":42}",
+                                pad);
+    msg_request_t r;
+    const char *w;
+    if (msg_parse(m, n, &r, &w) != MSG_OK || cjson_pass(m, n) != 4) {
+        fprintf(stderr, "bench message does not parse\n");
+        return EXIT_FAILURE;
+    }
+    double best_new = 0, best_cjson = 0;
+    volatile size_t sink = 0;
+    for (int round = 0; round < 5; round++) {
+        double t0 = now_ns();
+        for (long i = 0; i < iters; i++)
+            sink += (size_t)msg_parse(m, n, &r, &w) + r.data.len;
+        double t1 = now_ns();
+        for (long i = 0; i < iters; i++)
+            sink += (size_t)cjson_pass(m, n);
+        double t2 = now_ns();
+        double a = (t1 - t0) / (double)iters, b = (t2 - t1) / (double)iters;
+        if (round == 0 || a < best_new)
+            best_new = a;
+        if (round == 0 || b < best_cjson)
+            best_cjson = b;
+    }
+    printf("message: %zu bytes, %ld parses per round, best of 5 rounds\n", n, iters);
+    printf("msg_parse, single pass:              %8.1f ns/parse\n", best_new);
+    printf("cJSON pass of the old msg_parse:     %8.1f ns/parse (parse, 7 lookups, delete)\n",
+           best_cjson);
+    printf("ratio: %.1fx\n", best_cjson / best_new);
+    return sink != 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0)
+        return bench(argc > 2 ? atol(argv[2]) : 1000000);
     SRunner *sr = srunner_create(msg_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
