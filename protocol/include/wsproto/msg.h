@@ -1,11 +1,13 @@
 /*
  * msg.h - the JSON messages of PROTOCOL.md section 2.
  *
- * Client ops are parsed with cJSON; in addition a small raw-span scanner
- * finds the exact bytes of the top-level "data" and "id" values, so the
- * broker forwards `data` exactly as the publisher sent it (number spellings,
- * escapes and inner whitespace survive) and echoes `id` unchanged. When a
- * member appears twice, the first one counts, for cJSON and the scanner alike.
+ * Client requests (msg_parse, the broker's hot path) are read by one strict
+ * RFC 8259 validating pass that records the exact byte spans of the
+ * top-level members, so the broker forwards `data` exactly as the publisher
+ * sent it (number spellings, escapes and inner whitespace survive) and echoes
+ * `id` unchanged; it allocates nothing. cJSON is the reference it is fuzzed
+ * against (tests/fuzz/fuzz_msg.c) and parses broker messages on the client
+ * side (msg_parse_server). When a member appears twice, the first one counts.
  *
  * Encoders write into a caller's buffer and never allocate; the *_bound()
  * functions give a size that is always enough.
