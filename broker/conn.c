@@ -376,6 +376,21 @@ static void on_write(uv_write_t *req, int status)
         after_output(c);
 }
 
+/* Point iov at the first frames of the ring (the first one from out_off).
+ * Sets *n to the number of entries; returns their total length. */
+static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
+{
+    size_t total = 0;
+    *n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
+    for (uint32_t i = 0; i < *n; i++) {
+        frame_t *f = q_at(c, i);
+        size_t off = i == 0 ? c->out_off : 0;
+        iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+        total += f->len - off;
+    }
+    return total;
+}
+
 /* Write as much of the ring as the kernel takes now, without a write
  * request. Returns 0, or a libuv error (the caller decides how to close). */
 static int write_now(conn_t *c)
@@ -384,14 +399,8 @@ static int write_now(conn_t *c)
     /* A few rounds keep a fast reader's socket full; what the kernel does
      * not take goes to uv_write in conn_flush. */
     for (int round = 0; round < 4 && c->q_len > 0; round++) {
-        uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
-        size_t total = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            frame_t *f = q_at(c, i);
-            size_t off = i == 0 ? c->out_off : 0;
-            iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
-            total += f->len - off;
-        }
+        uint32_t n;
+        size_t total = fill_iov(c, iov, &n);
         int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
         if (rc == UV_EAGAIN || rc == UV_ENOSYS)
             return 0;
@@ -418,22 +427,16 @@ void conn_flush(conn_t *c)
         after_output(c);
         return;
     }
-    uv_buf_t iov[IOV_BATCH];
-    uint32_t n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
     wreq_t *r = wreq_get(c->w);
     if (r == NULL) {
         conn_abort(c);
         return;
     }
+    uv_buf_t iov[IOV_BATCH];
+    uint32_t n;
     r->c = c;
+    r->bytes = fill_iov(c, iov, &n);
     r->nframes = n;
-    r->bytes = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        frame_t *f = q_at(c, i);
-        size_t off = i == 0 ? c->out_off : 0;
-        iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
-        r->bytes += f->len - off;
-    }
     c->q_inflight = n;
     c->flags |= CF_WRITING;
     rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);

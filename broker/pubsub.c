@@ -256,19 +256,13 @@ static void do_publish(conn_t *c, const msg_request_t *req)
 
 static void do_ping(conn_t *c, const msg_request_t *req)
 {
-    char buf[64];
-    if (req->id.len + 32 > sizeof(buf)) {
-        size_t cap = req->id.len + 32;
-        frame_t *f = frame_new(cap, 0);
-        if (f == NULL) {
-            conn_abort(c);
-            return;
-        }
-        send_text(c, f, msg_encode_pong((char *)frame_payload(f), cap, req->id));
+    size_t cap = req->id.len + 32; /* {"op":"pong","id":...} */
+    frame_t *f = frame_new(cap, 0);
+    if (f == NULL) {
+        conn_abort(c);
         return;
     }
-    size_t n = msg_encode_pong(buf, sizeof(buf), req->id);
-    conn_send(c, frame_make(WS_OP_TEXT, buf, n));
+    send_text(c, f, msg_encode_pong((char *)frame_payload(f), cap, req->id));
 }
 
 void pubsub_message(conn_t *c, const uint8_t *data, size_t len)

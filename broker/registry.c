@@ -133,10 +133,6 @@ static void or_mask(void *value, void *arg)
 
 uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data, size_t dlen)
 {
-    size_t cap = msg_message_bound(tlen, dlen);
-    frame_t *f = frame_new(cap, tlen);
-    if (f == NULL)
-        return 0;
     stripe_t *s = stripe_of(r, topic, tlen);
     pthread_mutex_lock(&s->mu);
     topic_t *t = smap_get(&s->topics, topic, tlen);
@@ -144,15 +140,23 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
         atomic_fetch_add_explicit(&r->ntopics, 1, memory_order_relaxed);
     if (t == NULL) {
         pthread_mutex_unlock(&s->mu);
-        frame_unref(f);
         return 0;
     }
-    uint64_t seq = ++t->seq;
     uint64_t mask = 0;
     pthread_rwlock_rdlock(&r->ilock);
     ptable_match(&r->interest, topic, tlen, or_mask, &mask);
     pthread_rwlock_unlock(&r->ilock);
+    /* Encoded only when someone listens; the seq is taken either way, but
+     * only once the frame exists, so a failed allocation leaves no gap. */
+    uint64_t seq = t->seq + 1;
+    frame_t *f = NULL;
     if (mask != 0) {
+        size_t cap = msg_message_bound(tlen, dlen);
+        f = frame_new(cap, tlen);
+        if (f == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
         size_t n = msg_encode_message((char *)frame_payload(f), cap, topic, tlen, seq, data, dlen);
         frame_seal(f, WS_OP_TEXT, n);
         frame_set_topic(f, topic, tlen, seq);
@@ -160,8 +164,10 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
             if (mask & 1)
                 r->post(r->post_arg, w, frame_ref(f));
     }
+    t->seq = seq;
     pthread_mutex_unlock(&s->mu);
-    frame_unref(f);
+    if (f != NULL)
+        frame_unref(f);
     return seq;
 }
 

@@ -259,15 +259,10 @@ static void on_drain_deadline(uv_timer_t *t)
         conn_abort(link_entry(l, conn_t, all));
 }
 
-static void on_listener_closed(uv_handle_t *h)
-{
-    (void)h;
-}
-
 static void quiesce(wrk_t *w)
 {
     w->phase = 1;
-    uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&w->listener, NULL);
     for (link_t *l = w->conns.next; l != &w->conns; l = l->next) {
         conn_t *c = link_entry(l, conn_t, all);
         if (c->state == CONN_HTTP)
@@ -310,24 +305,19 @@ static void on_ctl(uv_async_t *a)
 
 /* ---- Thread. ---- */
 
-static void on_handle_closed(uv_handle_t *h)
-{
-    (void)h;
-}
-
 static void run(void *arg)
 {
     wrk_t *w = arg;
     self = w;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Stopped: every connection is gone. Close the worker's own handles. */
-    uv_close((uv_handle_t *)&w->wake, on_handle_closed);
-    uv_close((uv_handle_t *)&w->ctl, on_handle_closed);
-    uv_close((uv_handle_t *)&w->tick, on_handle_closed);
-    uv_close((uv_handle_t *)&w->drain, on_handle_closed);
-    uv_close((uv_handle_t *)&w->flush, on_handle_closed);
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->ctl, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+    uv_close((uv_handle_t *)&w->drain, NULL);
+    uv_close((uv_handle_t *)&w->flush, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->listener))
-        uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+        uv_close((uv_handle_t *)&w->listener, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     drain_inbox(w); /* frames posted after the drain: release them */
     LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
