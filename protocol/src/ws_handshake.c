@@ -259,13 +259,18 @@ static bool parse_status_line(wsh_str_t line, wsh_response_t *res)
 
 /* ---- Parsers ---- */
 
-int wsh_parse_request(const char *buf, size_t len, size_t *scanned, wsh_request_t *req)
+/* What the request and response parsers share: find the end of the head,
+ * hand the first line to parse_line, then parse the header lines. */
+typedef bool (*first_line_fn)(wsh_str_t line, void *out);
+
+static int parse_head(const char *buf, size_t len, size_t *scanned, void *out,
+                      first_line_fn parse_line, wsh_header_t *hs, size_t *num)
 {
     size_t from_start = 0;
     wsh_str_t line;
     int r;
 
-    if (req == NULL || (buf == NULL && len > 0))
+    if (out == NULL || (buf == NULL && len > 0))
         return WS_E_INVAL;
     if (scanned == NULL)
         scanned = &from_start;
@@ -274,31 +279,34 @@ int wsh_parse_request(const char *buf, size_t len, size_t *scanned, wsh_request_
 
     const char *end = buf + r;
     const char *p = next_line(buf, end, &line);
-    if (!parse_request_line(line, req))
+    if (!parse_line(line, out))
         return WS_E_HTTP_BAD;
-    int hr = parse_headers(p, end, req->headers, &req->num_headers);
+    int hr = parse_headers(p, end, hs, num);
     return hr < 0 ? hr : r;
+}
+
+static bool request_line(wsh_str_t line, void *out)
+{
+    return parse_request_line(line, out);
+}
+
+static bool status_line(wsh_str_t line, void *out)
+{
+    return parse_status_line(line, out);
+}
+
+int wsh_parse_request(const char *buf, size_t len, size_t *scanned, wsh_request_t *req)
+{
+    if (req == NULL)
+        return WS_E_INVAL;
+    return parse_head(buf, len, scanned, req, request_line, req->headers, &req->num_headers);
 }
 
 int wsh_parse_response(const char *buf, size_t len, size_t *scanned, wsh_response_t *res)
 {
-    size_t from_start = 0;
-    wsh_str_t line;
-    int r;
-
-    if (res == NULL || (buf == NULL && len > 0))
+    if (res == NULL)
         return WS_E_INVAL;
-    if (scanned == NULL)
-        scanned = &from_start;
-    if ((r = scan_head((const unsigned char *)buf, len, scanned)) <= 0)
-        return r;
-
-    const char *end = buf + r;
-    const char *p = next_line(buf, end, &line);
-    if (!parse_status_line(line, res))
-        return WS_E_HTTP_BAD;
-    int hr = parse_headers(p, end, res->headers, &res->num_headers);
-    return hr < 0 ? hr : r;
+    return parse_head(buf, len, scanned, res, status_line, res->headers, &res->num_headers);
 }
 
 /* ---- Header lookup and token lists ---- */
