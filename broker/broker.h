@@ -22,11 +22,12 @@ typedef struct broker {
     wrk_t **workers;
     int nworkers;
     uint64_t start_ns;         /* uv_hrtime() at start */
-    _Atomic uint32_t ws_open;  /* WebSocket connections, for --max-connections */
+    uint32_t conn_limit;        /* TCP connections at once: --max-connections
+                                 * capped by the descriptor budget */
+    _Atomic uint32_t tcp_conns; /* accepted TCP connections, any state */
     _Atomic int shutting_down; /* /healthz answers 503, handshakes 503 */
     _Atomic int quiesce_left;  /* workers yet to stop reading (shutdown phase 1) */
     _Atomic int workers_running;
-    uv_async_t *main_wake; /* a worker exited; main thread joins */
 } broker_t;
 
 /* Begin graceful shutdown (main thread, on SIGTERM/SIGINT). */

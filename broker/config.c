@@ -31,6 +31,7 @@ enum {
     OPT_PING_TIMEOUT,
     OPT_CLOSE_TIMEOUT,
     OPT_HANDSHAKE_TIMEOUT,
+    OPT_MESSAGE_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_MAX_SUBSCRIPTIONS,
     OPT_ALLOWED_ORIGINS,
@@ -53,6 +54,7 @@ static const struct option options[] = {
     {"ping-timeout", required_argument, NULL, OPT_PING_TIMEOUT},
     {"close-timeout", required_argument, NULL, OPT_CLOSE_TIMEOUT},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"message-timeout", required_argument, NULL, OPT_MESSAGE_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-subscriptions", required_argument, NULL, OPT_MAX_SUBSCRIPTIONS},
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
@@ -89,11 +91,17 @@ static const char usage[] =
     "  --close-timeout S      wait for the peer's Close, and the shutdown drain\n"
     "                         (default 5)\n"
     "  --handshake-timeout S  time allowed to send the HTTP request (default 10)\n"
-    "  --max-connections N    WebSocket connections accepted at once; more get 503\n"
-    "                         (default 0: limited only by file descriptors)\n"
+    "  --message-timeout S    time allowed to finish a message once its first\n"
+    "                         bytes arrived; then close 1008 (default 30)\n"
+    "  --max-connections N    TCP connections at once, in any state (handshake,\n"
+    "                         WebSocket, HTTP); more get 503 (default 0: as many\n"
+    "                         as the file descriptor limit allows)\n"
     "  --max-subscriptions N  subscriptions per connection (default 1000)\n"
-    "  --allowed-origins LIST comma-separated Origin values allowed to connect\n"
-    "                         (default: any); clients that send no Origin\n"
+    "  --allowed-origins LIST browser origins allowed to connect besides the\n"
+    "                         broker's own (e.g. https://app.example.com),\n"
+    "                         comma-separated; '*' allows any. By default only\n"
+    "                         pages served from the broker's own origin may\n"
+    "                         connect. Clients that send no Origin header\n"
     "                         (not browsers) are not affected\n"
     "  --no-echo              disable the /echo endpoint\n"
     "  --web-root DIR         serve the web client from DIR instead of the copy\n"
@@ -195,6 +203,7 @@ static void free_origins(cfg_t *cfg)
     free(cfg->origins);
     cfg->origins = NULL;
     cfg->norigins = 0;
+    cfg->any_origin = false;
 }
 
 static int set_origins(cfg_t *cfg, const char *list)
@@ -216,7 +225,9 @@ static int set_origins(cfg_t *cfg, const char *list)
         }
         while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
-        if (len > 0) {
+        if (len == 1 && p[0] == '*') {
+            cfg->any_origin = true;
+        } else if (len > 0) {
             cfg->origins[cfg->norigins] = strndup(p, len);
             if (cfg->origins[cfg->norigins] == NULL)
                 return -1;
@@ -226,7 +237,7 @@ static int set_origins(cfg_t *cfg, const char *list)
             break;
         p = comma + 1;
     }
-    if (cfg->norigins == 0)
+    if (cfg->norigins == 0 && !cfg->any_origin)
         return -1;
     return 0;
 }
@@ -287,6 +298,10 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
     case OPT_HANDSHAKE_TIMEOUT:
         if (parse_seconds(v, 0.01, 3600, &cfg->handshake_timeout) != 0)
             return fail(flag, v, "expected seconds from 0.01 to 3600");
+        return 0;
+    case OPT_MESSAGE_TIMEOUT:
+        if (parse_seconds(v, 0.01, 86400, &cfg->message_timeout) != 0)
+            return fail(flag, v, "expected seconds from 0.01 to 86400");
         return 0;
     case OPT_MAX_CONNECTIONS:
         if (parse_uint(v, 0, 100000000, &u) != 0)
@@ -351,6 +366,7 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
     cfg->ping_timeout = 10;
     cfg->close_timeout = 5;
     cfg->handshake_timeout = 10;
+    cfg->message_timeout = 30;
     cfg->max_subscriptions = 1000;
     cfg->echo = true;
     cfg->web = true;
@@ -404,12 +420,75 @@ void cfg_free(cfg_t *cfg)
     free_origins(cfg);
 }
 
-bool cfg_origin_allowed(const cfg_t *cfg, const char *origin, size_t len)
+static bool span_ieq(const char *a, size_t alen, const char *b, size_t blen)
 {
-    if (cfg->origins == NULL)
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+/* Split "host[:port]" (IPv6 in brackets) and fill in default_port when
+ * there is none. Returns false if the port is not a number. */
+static bool split_authority(const char *p, size_t len, const char **host, size_t *hlen,
+                            unsigned *port, unsigned default_port)
+{
+    size_t colon = len;
+    for (size_t i = len; i > 0; i--) {
+        if (p[i - 1] == ':') {
+            colon = i - 1;
+            break;
+        }
+        if (p[i - 1] == ']')
+            break;
+    }
+    *host = p;
+    *hlen = colon;
+    *port = default_port;
+    if (colon == len)
+        return true;
+    if (colon + 1 == len || len - colon > 6)
+        return false;
+    unsigned v = 0;
+    for (size_t i = colon + 1; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    *port = v;
+    return true;
+}
+
+/* Origin "scheme://host[:port]" names the same host and port as the Host
+ * header (which has no scheme: the Origin's scheme gives the default). */
+static bool same_origin(const wsh_str_t *origin, const wsh_str_t *host)
+{
+    const char *o = origin->p;
+    size_t olen = origin->len;
+    unsigned default_port;
+    size_t skip;
+    if (olen > 7 && strncasecmp(o, "http://", 7) == 0) {
+        default_port = 80;
+        skip = 7;
+    } else if (olen > 8 && strncasecmp(o, "https://", 8) == 0) {
+        default_port = 443;
+        skip = 8;
+    } else {
+        return false;
+    }
+    const char *oh, *hh;
+    size_t ohlen, hhlen;
+    unsigned oport, hport;
+    if (memchr(o + skip, '/', olen - skip) != NULL ||
+        !split_authority(o + skip, olen - skip, &oh, &ohlen, &oport, default_port) ||
+        !split_authority(host->p, host->len, &hh, &hhlen, &hport, default_port))
+        return false;
+    return ohlen > 0 && oport == hport && span_ieq(oh, ohlen, hh, hhlen);
+}
+
+bool cfg_origin_allowed(const cfg_t *cfg, const wsh_str_t *origin, const wsh_str_t *host)
+{
+    if (cfg->any_origin)
         return true;
     for (size_t i = 0; i < cfg->norigins; i++)
-        if (strlen(cfg->origins[i]) == len && strncasecmp(cfg->origins[i], origin, len) == 0)
+        if (span_ieq(cfg->origins[i], strlen(cfg->origins[i]), origin->p, origin->len))
             return true;
-    return false;
+    return host != NULL && host->len > 0 && same_origin(origin, host);
 }

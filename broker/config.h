@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <wsproto/ws_handshake.h>
+
 #define CFG_MAX_WORKERS 64
 
 typedef enum slow_policy {
@@ -28,13 +30,15 @@ typedef struct cfg {
     double ping_timeout;
     double close_timeout;
     double handshake_timeout;
-    uint32_t max_connections; /* 0: no limit but the fd limit */
+    double message_timeout;   /* a started message must complete within it */
+    uint32_t max_connections; /* TCP connections; 0: no limit but the fd limit */
     uint32_t max_subscriptions;
     bool echo;
     bool web;       /* serve the web client at all */
     char *web_root; /* NULL: the built-in copy */
-    char **origins; /* NULL: every Origin accepted */
+    char **origins; /* --allowed-origins besides the same origin; NULL: none */
     size_t norigins;
+    bool any_origin; /* --allowed-origins '*' */
     int log_level;
 } cfg_t;
 
@@ -45,7 +49,9 @@ int cfg_load(cfg_t *cfg, int argc, char **argv);
 
 void cfg_free(cfg_t *cfg);
 
-/* True if origin (not NUL-terminated) is allowed by --allowed-origins. */
-bool cfg_origin_allowed(const cfg_t *cfg, const char *origin, size_t len);
+/* True if a handshake with this Origin header (present, maybe empty) may
+ * proceed: the same origin as its Host header (scheme's default port
+ * implied), one of --allowed-origins, or any with '*'. host may be NULL. */
+bool cfg_origin_allowed(const cfg_t *cfg, const wsh_str_t *origin, const wsh_str_t *host);
 
 #endif

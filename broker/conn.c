@@ -4,8 +4,11 @@
  */
 #include "conn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <wsproto/ws_handshake.h>
 
@@ -47,34 +50,69 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->w->rbuf, sizeof(c->w->rbuf));
 }
 
-void conn_accept(wrk_t *w)
+/* Turn fd away with a 503 and close it, without a conn_t: the answer fits
+ * in an empty socket buffer, so one non-blocking send either goes out or
+ * the peer is not worth waiting for. Shutting down the write side first and
+ * reading what the peer already sent makes the close a FIN, not a RST that
+ * could destroy the answer before the peer reads it. */
+static void refuse(wrk_t *w, int fd, const char *why)
 {
+    static const char head[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Connection: close\r\n"
+                               "Content-Length: %zu\r\n\r\n%s\n";
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), head, strlen(why) + 1, why);
+    if (n > 0 && (size_t)n < sizeof(buf)) {
+        ssize_t sent = send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent;
+    }
+    shutdown(fd, SHUT_WR);
+    char sink[1024];
+    while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+        ;
+    close(fd);
+    STAT_ADD(&w->stats, conns_refused, 1);
+    LOG_LIMITED(LOG_WARN, w->id, 0, "connection_refused", "reason=\"%s\" limit=%u", why,
+                w->b->conn_limit);
+}
+
+static void on_close_unopened(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void conn_accept(wrk_t *w, int fd)
+{
+    broker_t *b = w->b;
+    uint32_t open = atomic_fetch_add_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+    if (open >= b->conn_limit || w->phase > 0) {
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        refuse(w, fd, w->phase > 0 ? "server shutting down" : "connection limit reached");
+        return;
+    }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        LOG(LOG_ERROR, w->id, 0, "accept_failed", "error=ENOMEM");
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        refuse(w, fd, "out of memory");
         return;
     }
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
+        return;
+    }
     c->w = w;
     c->id = ++w->next_id;
     link_insert_tail(&w->conns, &c->all);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
-    int rc = uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp);
-    if (rc != 0) {
-        LOG(LOG_WARN, w->id, c->id, "accept_failed", "error=%s", uv_strerror(rc));
-        conn_abort(c);
-        return;
-    }
     uv_tcp_nodelay(&c->tcp, 1);
     sup_move(c, &w->hs_list);
-    if (w->phase > 0) {
-        conn_abort(c);
-        return;
-    }
-    rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (rc != 0) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_abort(c);
         return;
     }
@@ -347,6 +385,8 @@ static void after_output(conn_t *c)
 {
     if ((c->flags & CF_PAUSED) && c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
         conn_resume(c);
+    if (c->file != NULL)
+        http_file_resume(c);
     finish_if_flushed(c);
 }
 
@@ -492,10 +532,10 @@ void conn_abort(conn_t *c)
     link_remove(&c->sup);
     link_remove(&c->wait);
     link_remove(&c->pending);
-    if (c->flags & CF_WS) {
+    link_remove(&c->partial);
+    if (c->flags & CF_WS)
         STAT_SUB(&w->stats, conns_open, 1);
-        atomic_fetch_sub_explicit(&w->b->ws_open, 1, memory_order_relaxed);
-    }
+    http_file_detach(c);
     free(c->head);
     c->head = NULL;
     free(c->msg);
@@ -517,6 +557,7 @@ static void on_close(uv_handle_t *h)
     link_remove(&c->all);
     w->nconns--;
     STAT_SUB(&w->stats, tcp_open, 1);
+    atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
     free(c);
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
@@ -535,6 +576,7 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
         if (c->endpoint == EP_PUBSUB)
             pubsub_unsubscribe_all(c);
         link_remove(&c->wait);
+        link_remove(&c->partial);
         sup_move(c, &c->w->closing_list);
         free(c->msg);
         c->msg = NULL;
@@ -559,169 +601,58 @@ void conn_ping(conn_t *c)
     conn_send(c, frame_make(WS_OP_PING, NULL, 0));
 }
 
-/* ---- HTTP phase. ---- */
+/* ---- HTTP phase (the requests themselves are http.c's). ---- */
 
-/* Queue a complete HTTP response and close after it. */
-static void http_finish(conn_t *c, frame_t *response)
+void conn_http_pending(conn_t *c)
 {
-    conn_send(c, response);
+    if (c->state == CONN_CLOSED)
+        return;
     c->state = CONN_CLOSING;
-    c->flags |= CF_FINISH | CF_DISCARD;
+    c->flags |= CF_DISCARD;
     sup_move(c, &c->w->closing_list);
     free(c->head);
     c->head = NULL;
+    c->head_len = c->head_cap = 0;
+}
+
+void conn_http_done(conn_t *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    c->flags |= CF_FINISH;
+    mark_pending(c);
+}
+
+void conn_http_finish(conn_t *c, frame_t *response)
+{
+    conn_send(c, response);
+    if (c->state == CONN_CLOSED)
+        return; /* no memory for the response: conn_send dropped c */
+    conn_http_pending(c);
+    conn_http_done(c);
 }
 
 void conn_http_error(conn_t *c, int status, const char *message)
 {
     LOG(LOG_DEBUG, c->w->id, c->id, "http_error", "status=%d reason=\"%s\"", status, message);
-    http_finish(c, http_error(status, message));
+    conn_http_finish(c, http_error(status, message));
 }
 
-static void ws_input(conn_t *c, uint8_t *buf, size_t len);
-
-static bool path_is(const wsh_str_t *p, const char *s)
-{
-    size_t n = strlen(s);
-    return p->len == n && memcmp(p->p, s, n) == 0;
-}
-
-static void upgrade(conn_t *c, const wsh_request_t *req)
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response)
 {
     wrk_t *w = c->w;
-    const cfg_t *cfg = w->cfg;
-    conn_endpoint_t ep = EP_NONE;
-    if (path_is(&req->path, "/ws") || path_is(&req->path, "/"))
-        ep = EP_PUBSUB;
-    else if (path_is(&req->path, "/echo") && cfg->echo)
-        ep = EP_ECHO;
-
-    wsh_upgrade_t up;
-    int status = wsh_check_upgrade(req, &up);
-    const char *why = up.error;
-    if (status == 101 && ep == EP_NONE) {
-        status = 404;
-        why = "no WebSocket endpoint at this path";
-    }
-    if (status == 101 && up.origin.len > 0 &&
-        !cfg_origin_allowed(cfg, up.origin.p, up.origin.len)) {
-        status = 403;
-        why = "origin not allowed";
-    }
-    if (status == 101 && atomic_load(&w->b->shutting_down)) {
-        status = 503;
-        why = "server shutting down";
-    }
-    if (status == 101) {
-        uint32_t open = atomic_fetch_add_explicit(&w->b->ws_open, 1, memory_order_relaxed);
-        if (cfg->max_connections > 0 && open >= cfg->max_connections) {
-            atomic_fetch_sub_explicit(&w->b->ws_open, 1, memory_order_relaxed);
-            status = 503;
-            why = "connection limit reached";
-        } else {
-            /* Counted from here on; conn_abort uncounts it. */
-            c->flags |= CF_WS;
-            STAT_ADD(&w->stats, conns_open, 1);
-            STAT_ADD(&w->stats, conns_total, 1);
-        }
-    }
-    if (status != 101) {
-        STAT_ADD(&w->stats, handshake_rejects, 1);
-        LOG(LOG_INFO, w->id, c->id, "handshake_rejected", "status=%d reason=\"%s\" path=%.*s",
-            status, why ? why : "", (int)(req->path.len > 200 ? 200 : req->path.len), req->path.p);
-        http_finish(c, http_error(status, why ? why : wsh_status_text(status)));
+    conn_send(c, response);
+    if (c->state == CONN_CLOSED)
         return;
-    }
-
-    char resp[512];
-    int n = wsh_write_101(resp, sizeof(resp), &up, NULL);
-    if (n < 0) {
-        conn_abort(c);
-        return;
-    }
     c->state = CONN_OPEN;
     c->endpoint = (uint8_t)ep;
-    ws_parser_init(&c->wp, WS_ROLE_SERVER, cfg->max_message, 0);
+    c->flags |= CF_WS;
+    STAT_ADD(&w->stats, conns_open, 1);
+    STAT_ADD(&w->stats, conns_total, 1);
+    ws_parser_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, 0);
     sup_move(c, &w->ping_list);
-    conn_send(c, frame_raw(resp, (size_t)n));
-    LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s", (int)req->path.len, req->path.p);
     if (ep == EP_PUBSUB)
         pubsub_open(c);
-}
-
-static void on_request(conn_t *c, wsh_request_t *req)
-{
-    if (wsh_wants_upgrade(req)) {
-        upgrade(c, req);
-        return;
-    }
-    STAT_ADD(&c->w->stats, http_requests, 1);
-    http_finish(c, http_respond(c->w, req));
-}
-
-static void http_input(conn_t *c, uint8_t *buf, size_t len)
-{
-    wsh_request_t req;
-    int r;
-    if (c->head == NULL) {
-        size_t scanned = 0;
-        r = wsh_parse_request((const char *)buf, len, &scanned, &req);
-        if (r > 0) {
-            on_request(c, &req);
-            if (c->state == CONN_OPEN && (size_t)r < len)
-                ws_input(c, buf + r, len - (size_t)r);
-            return;
-        }
-        if (r == WS_AGAIN) {
-            /* Keep the partial head; at most WSH_MAX_HEAD bytes. */
-            c->head = malloc(WSH_MAX_HEAD);
-            if (c->head == NULL) {
-                conn_abort(c);
-                return;
-            }
-            size_t take = len < WSH_MAX_HEAD ? len : WSH_MAX_HEAD;
-            memcpy(c->head, buf, take);
-            c->head_len = (uint32_t)take;
-            c->head_scanned = scanned;
-            if (take == len)
-                return;
-            r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
-            buf += take;
-            len -= take;
-        }
-    } else {
-        size_t room = WSH_MAX_HEAD - c->head_len;
-        size_t take = len < room ? len : room;
-        memcpy(c->head + c->head_len, buf, take);
-        c->head_len += (uint32_t)take;
-        buf += take;
-        len -= take;
-        r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
-    }
-    if (r == WS_AGAIN && c->head_len < WSH_MAX_HEAD)
-        return;
-    if (r == WS_AGAIN)
-        r = WS_E_HTTP_TOO_BIG;
-    if (r == WS_E_HTTP_TOO_BIG) {
-        conn_http_error(c, 431, "request head too large");
-        return;
-    }
-    if (r < 0) {
-        conn_http_error(c, 400, "malformed HTTP request");
-        return;
-    }
-    /* Complete head in c->head; bytes after it (early frames) follow. */
-    char *head = c->head;
-    uint32_t head_len = c->head_len;
-    c->head = NULL;
-    on_request(c, &req);
-    if (c->state == CONN_OPEN) {
-        if ((uint32_t)r < head_len)
-            ws_input(c, (uint8_t *)head + r, head_len - (uint32_t)r);
-        if (len > 0 && c->state == CONN_OPEN)
-            ws_input(c, buf, len);
-    }
-    free(head);
 }
 
 /* ---- WebSocket phase. ---- */
@@ -733,6 +664,46 @@ static void on_message(conn_t *c, uint8_t opcode, const uint8_t *data, size_t le
         return;
     }
     pubsub_message(c, data, len);
+}
+
+/* Make room for need bytes of the message being reassembled. rest is what
+ * the current frame's header still announces: a message that fits in
+ * SIZE_FROM_HEADER bytes gets its whole buffer at once; a bigger one grows
+ * by doubling, never past what its frames announced, so a peer cannot make
+ * the broker reserve --max-message by sending a header alone. */
+#define SIZE_FROM_HEADER (64 * 1024)
+
+static int msg_reserve(conn_t *c, size_t need, uint64_t rest)
+{
+    if (need <= c->msg_cap)
+        return 0;
+    size_t announced = need + (size_t)rest;
+    size_t ncap;
+    if (announced <= SIZE_FROM_HEADER) {
+        ncap = announced;
+    } else {
+        ncap = c->msg_cap ? c->msg_cap * 2 : 4096;
+        while (ncap < need)
+            ncap *= 2;
+        if (ncap > announced)
+            ncap = announced;
+    }
+    uint8_t *nm = realloc(c->msg, ncap);
+    if (nm == NULL)
+        return -1;
+    c->msg = nm;
+    c->msg_cap = ncap;
+    return 0;
+}
+
+/* A message has started and not finished: the supervisor closes c if it
+ * does not complete within --message-timeout. */
+static void partial_begin(conn_t *c)
+{
+    if (!link_linked(&c->partial)) {
+        c->msg_since = wrk_now(c->w);
+        link_insert_tail(&c->w->msg_list, &c->partial);
+    }
 }
 
 static void on_data(conn_t *c, const ws_event_t *ev)
@@ -747,25 +718,20 @@ static void on_data(conn_t *c, const ws_event_t *ev)
         on_message(c, ev->opcode, ev->data, ev->len);
         return;
     }
-    if (ev->first)
+    if (ev->first) {
         c->msg_len = 0;
-    if (c->msg_len + ev->len > c->msg_cap) {
-        /* The parser already bounded the message by --max-message. */
-        size_t ncap = c->msg_cap ? c->msg_cap : 4096;
-        while (ncap < c->msg_len + ev->len)
-            ncap *= 2;
-        uint8_t *nm = realloc(c->msg, ncap);
-        if (nm == NULL) {
-            conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
-            return;
-        }
-        c->msg = nm;
-        c->msg_cap = ncap;
+        partial_begin(c);
+    }
+    /* The parser already bounded the message by --max-message. */
+    if (msg_reserve(c, c->msg_len + ev->len, ev->fin ? 0 : c->wp.remaining) != 0) {
+        conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return;
     }
     if (ev->len > 0)
         memcpy(c->msg + c->msg_len, ev->data, ev->len);
     c->msg_len += ev->len;
     if (ev->fin) {
+        link_remove(&c->partial);
         on_message(c, ev->opcode, c->msg, c->msg_len);
         free(c->msg);
         c->msg = NULL;
@@ -787,7 +753,7 @@ static void on_close_frame(conn_t *c, const ws_event_t *ev)
     }
 }
 
-static void ws_input(conn_t *c, uint8_t *buf, size_t len)
+void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
     while (off < len) {
@@ -842,5 +808,5 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->state == CONN_HTTP)
         http_input(c, (uint8_t *)buf->base, (size_t)nread);
     else
-        ws_input(c, (uint8_t *)buf->base, (size_t)nread);
+        conn_ws_input(c, (uint8_t *)buf->base, (size_t)nread);
 }

@@ -12,6 +12,9 @@
  * Closing is a state: conn_close() queues a Close frame and unlinks the
  * connection from every subscription at once, conn_abort() drops TCP, and
  * the memory goes in libuv's close callback.
+ *
+ * The HTTP phase (request head, upgrade, plain responses) is http.c's; it
+ * hands an upgraded connection back with conn_open_ws().
  */
 #ifndef WSBROKER_CONN_H
 #define WSBROKER_CONN_H
@@ -53,6 +56,8 @@ enum {
     CF_DEAD = 1 << 10,      /* socket failed during a delivery batch */
 };
 
+struct fileop;
+
 typedef struct conn {
     uv_tcp_t tcp; /* tcp.data == this */
     wrk_t *w;
@@ -64,19 +69,22 @@ typedef struct conn {
     link_t all;         /* w->conns */
     link_t sup;         /* w->hs_list, ping_list or closing_list */
     link_t wait;        /* w->wait_list */
+    link_t partial;     /* w->msg_list: a message is incomplete */
     link_t pending;     /* w->pending */
     link_t subs;        /* sub_t.by_conn */
     uint64_t since;     /* ms: accept, last Ping or close start (list order) */
     uint64_t ping_sent; /* ms: the unanswered Ping */
     uint64_t stamp;     /* last delivery round that reached this connection */
+    uint64_t msg_since; /* ms: the incomplete message's first bytes */
 
     /* input */
     ws_parser_t wp;
-    char *head; /* unfinished HTTP head, WSH_MAX_HEAD bytes, or NULL */
-    uint32_t head_len;
+    char *head; /* unfinished HTTP head (grows to WSH_MAX_HEAD), or NULL */
+    uint32_t head_len, head_cap;
     size_t head_scanned;
     uint8_t *msg; /* unfinished message, or NULL */
     size_t msg_len, msg_cap;
+    struct fileop *file; /* a static file being sent (http.c), or NULL */
 
     /* output: ring of frames; the first q_inflight are in a uv_write */
     frame_t **q;
@@ -85,8 +93,10 @@ typedef struct conn {
     uint64_t out_bytes; /* bytes queued and not yet written */
 } conn_t;
 
-/* Accept a connection on w's listener. */
-void conn_accept(wrk_t *w);
+/* Take over fd, just accepted on w's listener. Past the broker's
+ * connection limit the peer gets a 503 and the socket is closed at once,
+ * without allocating anything. */
+void conn_accept(wrk_t *w, int fd);
 
 /* Queue a frame that must not be dropped (reply, control frame, HTTP
  * response). Takes over the caller's reference. Past --max-backlog reading
@@ -125,6 +135,23 @@ void conn_ping(conn_t *c);
 
 /* Answer an HTTP request with status and a short text body, then close. */
 void conn_http_error(conn_t *c, int status, const char *message);
+
+/* HTTP phase (http.c): queue a complete response and close after it
+ * (response NULL: out of memory, drop the connection). */
+void conn_http_finish(conn_t *c, frame_t *response);
+/* The response is sent in parts (a file): stop reading requests and keep
+ * the connection on the closing list, whose timeout restarts on every call
+ * (--close-timeout is the transfer's progress timeout). */
+void conn_http_pending(conn_t *c);
+/* The last part of a response sent with conn_http_pending is queued. */
+void conn_http_done(conn_t *c);
+
+/* The upgrade succeeded: queue the 101 response (NULL: out of memory) and
+ * switch to the WebSocket endpoint ep. */
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response);
+
+/* Bytes of WebSocket frames (early frames sent right after the head). */
+void conn_ws_input(conn_t *c, uint8_t *buf, size_t len);
 
 /* Free w's pool of write requests (worker teardown). */
 void conn_pool_free(wrk_t *w);

@@ -1,7 +1,6 @@
 /*
- * http.c - plain HTTP responses: /healthz, /metrics and static files from
- * --web-root. Files are read whole (they are a demo page and its script,
- * bounded by HTTP_MAX_FILE) and sent with the same output queue as frames.
+ * http.c - the HTTP phase of a connection (see http.h): gathering the
+ * request head, the WebSocket upgrade, and plain responses.
  */
 #include "http.h"
 
@@ -11,25 +10,34 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
+
+#include <wsproto/ws_handshake.h>
 
 #include "assets.h"
 #include "broker.h"
+#include "conn.h"
 #include "log.h"
 #include "stats.h"
 
-#define HTTP_MAX_FILE (16u << 20)
-#define HTTP_HEAD_MAX 512
+#define HTTP_HEAD_MAX   512
+#define HEAD_MIN_CAP    256
+#define FILE_CHUNK      (64 * 1024)
+#define FILE_QUEUE_HIGH (4 * FILE_CHUNK) /* output queued before reading more */
 
-/* A response with head and body in one raw frame. */
-static frame_t *response(int status, const char *type, const void *body, size_t len, bool head_only,
-                         const char *extra)
+static const char cache_no[] = "Cache-Control: no-cache\r\n";
+
+/* ---- Responses. ---- */
+
+/* A response head (and body unless head_only) in one raw frame. body_len is
+ * the Content-Length; body may be NULL when only the head is wanted. */
+static frame_t *response(int status, const char *type, const void *body, size_t body_len,
+                         bool head_only, const char *extra)
 {
     char head[HTTP_HEAD_MAX];
-    int n = wsh_write_head(head, sizeof(head), status, type, len, extra);
+    int n = wsh_write_head(head, sizeof(head), status, type, body_len, extra);
     if (n < 0)
         return NULL;
-    size_t blen = head_only ? 0 : len;
+    size_t blen = head_only ? 0 : body_len;
     frame_t *f = frame_new((size_t)n + blen, 0);
     if (f == NULL)
         return NULL;
@@ -42,11 +50,16 @@ static frame_t *response(int status, const char *type, const void *body, size_t 
 
 frame_t *http_error(int status, const char *message)
 {
-    char buf[1024];
-    int n = wsh_write_error(buf, sizeof(buf), status, message);
-    if (n < 0)
-        return NULL;
-    return frame_raw(buf, (size_t)n);
+    char body[256];
+    if (message == NULL)
+        message = wsh_status_text(status);
+    int n = snprintf(body, sizeof(body), "%s\n", message);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    const char *extra = status == 405   ? "Allow: GET, HEAD\r\n"
+                        : status == 426 ? "Sec-WebSocket-Version: 13\r\n"
+                                        : NULL;
+    return response(status, "text/plain; charset=utf-8", body, (size_t)n, false, extra);
 }
 
 static bool str_is(wsh_str_t s, const char *lit)
@@ -119,46 +132,220 @@ static int safe_path(wsh_str_t path, char *out, size_t cap)
     return 0;
 }
 
-static frame_t *static_file(const char *root, const wsh_request_t *req, bool head_only)
+/* ---- Static files from --web-root, on the thread pool. ---- */
+
+typedef struct fileop {
+    uv_fs_t req;
+    conn_t *c; /* NULL once the connection has gone */
+    uv_file fd;
+    uint64_t off, size;
+    bool head_only;
+    bool busy; /* a thread-pool request is in flight */
+    const char *type;
+    frame_t *chunk; /* the buffer being read into */
+} fileop_t;
+
+static void file_open_done(uv_fs_t *req);
+static void file_stat_done(uv_fs_t *req);
+static void file_read_done(uv_fs_t *req);
+
+/* Release everything; the connection (if any) no longer refers to op. */
+static void file_free(fileop_t *op)
+{
+    if (op->fd >= 0) {
+        uv_fs_t close_req;
+        /* Synchronous: closing a regular file does not wait on the disk. */
+        uv_fs_close(NULL, &close_req, op->fd, NULL);
+        uv_fs_req_cleanup(&close_req);
+    }
+    if (op->chunk != NULL)
+        frame_unref(op->chunk);
+    if (op->c != NULL)
+        op->c->file = NULL;
+    free(op);
+}
+
+/* End the transfer with an error response (if nothing was sent yet) or by
+ * dropping the connection (mid-body: the client sees a short body). */
+static void file_fail(fileop_t *op, int status, const char *message, bool started)
+{
+    conn_t *c = op->c;
+    file_free(op);
+    if (c == NULL)
+        return;
+    if (started)
+        conn_abort(c);
+    else
+        conn_http_finish(c, http_error(status, message));
+}
+
+static void file_read_next(fileop_t *op)
+{
+    conn_t *c = op->c;
+    if (op->off >= op->size) {
+        file_free(op);
+        conn_http_done(c);
+        return;
+    }
+    size_t want = op->size - op->off < FILE_CHUNK ? (size_t)(op->size - op->off) : FILE_CHUNK;
+    op->chunk = frame_new(want, 0);
+    if (op->chunk == NULL) {
+        file_fail(op, 500, NULL, true);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)op->chunk->data, (unsigned)want);
+    op->busy = true;
+    if (uv_fs_read(&c->w->loop, &op->req, op->fd, &b, 1, (int64_t)op->off, file_read_done) != 0) {
+        op->busy = false;
+        file_fail(op, 500, NULL, true);
+    }
+}
+
+static void file_read_done(uv_fs_t *req)
+{
+    fileop_t *op = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    op->busy = false;
+    if (op->c == NULL) {
+        file_free(op);
+        return;
+    }
+    if (n <= 0) {
+        /* The file shrank or failed under us: the promised length cannot be
+         * kept, so the connection is dropped. */
+        LOG(LOG_WARN, op->c->w->id, op->c->id, "file_read_failed", "error=%s",
+            n < 0 ? uv_strerror((int)n) : "short file");
+        file_fail(op, 500, NULL, true);
+        return;
+    }
+    frame_t *f = op->chunk;
+    op->chunk = NULL;
+    f->len = (uint32_t)n;
+    op->off += (uint64_t)n;
+    conn_t *c = op->c;
+    conn_send(c, f);
+    if (c->state == CONN_CLOSED)
+        return; /* conn_send aborted: the detach freed op */
+    conn_http_pending(c); /* progress: restart the transfer's timeout */
+    if (c->out_bytes < FILE_QUEUE_HIGH)
+        file_read_next(op);
+}
+
+void http_file_resume(conn_t *c)
+{
+    fileop_t *op = c->file;
+    if (op != NULL && !op->busy && op->chunk == NULL && c->out_bytes < FILE_QUEUE_HIGH &&
+        c->state != CONN_CLOSED)
+        file_read_next(op);
+}
+
+void http_file_detach(conn_t *c)
+{
+    fileop_t *op = c->file;
+    if (op == NULL)
+        return;
+    c->file = NULL;
+    op->c = NULL;
+    if (!op->busy)
+        file_free(op);
+    /* else: the request's callback sees op->c == NULL and frees op. */
+}
+
+static void file_stat_done(uv_fs_t *req)
+{
+    fileop_t *op = req->data;
+    op->busy = false;
+    if (op->c == NULL) {
+        uv_fs_req_cleanup(req);
+        file_free(op);
+        return;
+    }
+    bool ok = req->result == 0 && S_ISREG(req->statbuf.st_mode);
+    op->size = req->statbuf.st_size;
+    uv_fs_req_cleanup(req);
+    if (!ok) {
+        file_fail(op, 404, "not found", false);
+        return;
+    }
+    conn_t *c = op->c;
+    frame_t *head = response(200, op->type, NULL, op->size, true, cache_no);
+    if (head == NULL) {
+        file_fail(op, 500, NULL, false);
+        return;
+    }
+    conn_send(c, head);
+    if (c->state == CONN_CLOSED)
+        return;
+    if (op->head_only)
+        op->size = 0;
+    file_read_next(op);
+}
+
+static void file_open_done(uv_fs_t *req)
+{
+    fileop_t *op = req->data;
+    ssize_t fd = req->result;
+    uv_fs_req_cleanup(req);
+    op->busy = false;
+    if (fd >= 0)
+        op->fd = (uv_file)fd;
+    if (op->c == NULL) {
+        file_free(op);
+        return;
+    }
+    if (fd < 0) {
+        if (fd == UV_EMFILE || fd == UV_ENFILE)
+            file_fail(op, 503, "server busy", false);
+        else
+            file_fail(op, 404, "not found", false);
+        return;
+    }
+    op->busy = true;
+    if (uv_fs_fstat(&op->c->w->loop, &op->req, op->fd, file_stat_done) != 0) {
+        op->busy = false;
+        file_fail(op, 500, NULL, false);
+    }
+}
+
+/* Start sending a file of the web root; the response follows later. */
+static void static_file(conn_t *c, const char *root, const wsh_request_t *req, bool head_only)
 {
     char rel[1024], full[2048];
-    if (safe_path(req->path, rel, sizeof(rel)) != 0)
-        return http_error(404, "not found");
+    if (safe_path(req->path, rel, sizeof(rel)) != 0) {
+        conn_http_finish(c, http_error(404, "not found"));
+        return;
+    }
     const char *name = rel;
     char with_index[1040];
     if (rel[strlen(rel) - 1] == '/') {
         snprintf(with_index, sizeof(with_index), "%sindex.html", rel);
         name = with_index;
     }
-    if ((size_t)snprintf(full, sizeof(full), "%s%s", root, name) >= sizeof(full))
-        return http_error(404, "not found");
-    int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return http_error(404, "not found");
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > HTTP_MAX_FILE) {
-        close(fd);
-        return http_error(404, "not found");
+    if ((size_t)snprintf(full, sizeof(full), "%s%s", root, name) >= sizeof(full)) {
+        conn_http_finish(c, http_error(404, "not found"));
+        return;
     }
-    size_t size = (size_t)st.st_size;
-    char *body = malloc(size ? size : 1);
-    size_t got = 0;
-    while (body != NULL && got < size) {
-        ssize_t r = read(fd, body + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
+    fileop_t *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        conn_http_finish(c, http_error(500, NULL));
+        return;
     }
-    close(fd);
-    frame_t *f = NULL;
-    if (body != NULL && got == size)
-        f = response(200, content_type(name), body, size, head_only, "Cache-Control: no-cache\r\n");
-    else
-        f = http_error(500, "could not read file");
-    free(body);
-    return f;
+    op->c = c;
+    op->fd = -1;
+    op->head_only = head_only;
+    op->type = content_type(name);
+    op->req.data = op;
+    c->file = op;
+    conn_http_pending(c);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then
+     * refuses anything that is not a regular file). */
+    op->busy = true;
+    if (uv_fs_open(&c->w->loop, &op->req, full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0,
+                   file_open_done) != 0) {
+        op->busy = false;
+        file_fail(op, 404, "not found", false);
+    }
 }
 
 static frame_t *embedded_file(const wsh_request_t *req, bool head_only)
@@ -168,45 +355,195 @@ static frame_t *embedded_file(const wsh_request_t *req, bool head_only)
         path = (wsh_str_t){"/index.html", 11};
     for (const asset_t *a = assets; a->path != NULL; a++)
         if (str_is(path, a->path))
-            return response(200, content_type(a->path), a->data, a->len, head_only,
-                            "Cache-Control: no-cache\r\n");
+            return response(200, content_type(a->path), a->data, a->len, head_only, cache_no);
     return http_error(404, "not found");
 }
 
-frame_t *http_respond(wrk_t *w, const wsh_request_t *req)
+static frame_t *metrics(wrk_t *w, bool head_only)
 {
+    broker_t *b = w->b;
+    stats_t *all[CFG_MAX_WORKERS];
+    for (int i = 0; i < b->nworkers; i++)
+        all[i] = &b->workers[i]->stats;
+    size_t len;
+    double up = (double)(uv_hrtime() - b->start_ns) / 1e9;
+    char *text = stats_render(all, b->nworkers, reg_topic_count(b->reg), up, log_dropped(), &len);
+    if (text == NULL)
+        return http_error(500, "out of memory");
+    frame_t *f =
+        response(200, "text/plain; version=0.0.4; charset=utf-8", text, len, head_only, NULL);
+    free(text);
+    return f;
+}
+
+/* Answer a request without Upgrade. */
+static void respond(conn_t *c, const wsh_request_t *req)
+{
+    wrk_t *w = c->w;
     bool get = str_is(req->method, "GET");
     bool head = str_is(req->method, "HEAD");
+    STAT_ADD(&w->stats, http_requests, 1);
     if (!get && !head) {
-        return response(405, "text/plain; charset=utf-8", "method not allowed\n", 19, false,
-                        "Allow: GET, HEAD\r\n");
+        conn_http_finish(c, http_error(405, "method not allowed"));
+        return;
     }
+    frame_t *f;
     if (str_is(req->path, "/healthz")) {
-        if (atomic_load(&w->b->shutting_down)) {
-            static const char body[] = "{\"status\":\"shutting_down\"}";
-            return response(503, "application/json", body, sizeof(body) - 1, head, NULL);
+        static const char ok[] = "{\"status\":\"ok\"}";
+        static const char down[] = "{\"status\":\"shutting_down\"}";
+        bool stopping = atomic_load(&w->b->shutting_down);
+        f = stopping ? response(503, "application/json", down, sizeof(down) - 1, head, NULL)
+                     : response(200, "application/json", ok, sizeof(ok) - 1, head, NULL);
+    } else if (str_is(req->path, "/metrics")) {
+        f = metrics(w, head);
+    } else if (!w->cfg->web) {
+        f = http_error(404, "not found");
+    } else if (w->cfg->web_root != NULL) {
+        static_file(c, w->cfg->web_root, req, head);
+        return;
+    } else {
+        f = embedded_file(req, head);
+    }
+    conn_http_finish(c, f);
+}
+
+/* ---- Upgrade. ---- */
+
+static void upgrade(conn_t *c, const wsh_request_t *req)
+{
+    wrk_t *w = c->w;
+    const cfg_t *cfg = w->cfg;
+    conn_endpoint_t ep = EP_NONE;
+    if (str_is(req->path, "/ws") || str_is(req->path, "/"))
+        ep = EP_PUBSUB;
+    else if (str_is(req->path, "/echo") && cfg->echo)
+        ep = EP_ECHO;
+
+    wsh_upgrade_t up;
+    int status = wsh_check_upgrade(req, &up);
+    const char *why = up.error;
+    if (status == 101 && ep == EP_NONE) {
+        status = 404;
+        why = "no WebSocket endpoint at this path";
+    }
+    if (status == 101) {
+        const wsh_str_t *origin = wsh_header_get(req->headers, req->num_headers, "origin");
+        const wsh_str_t *host = wsh_header_get(req->headers, req->num_headers, "host");
+        if (origin != NULL && !cfg_origin_allowed(cfg, origin, host)) {
+            status = 403;
+            why = "origin not allowed";
+            LOG_LIMITED(LOG_WARN, w->id, c->id, "origin_refused",
+                        "origin=\"%.*s\" host=\"%.*s\" hint=\"see --allowed-origins\"",
+                        (int)(origin->len > 200 ? 200 : origin->len), origin->p,
+                        host ? (int)(host->len > 200 ? 200 : host->len) : 0, host ? host->p : "");
         }
-        static const char body[] = "{\"status\":\"ok\"}";
-        return response(200, "application/json", body, sizeof(body) - 1, head, NULL);
     }
-    if (str_is(req->path, "/metrics")) {
-        broker_t *b = w->b;
-        stats_t *all[CFG_MAX_WORKERS];
-        for (int i = 0; i < b->nworkers; i++)
-            all[i] = &b->workers[i]->stats;
-        size_t len;
-        double up = (double)(uv_hrtime() - b->start_ns) / 1e9;
-        char *text = stats_render(all, b->nworkers, reg_topic_count(b->reg), up, &len);
-        if (text == NULL)
-            return http_error(500, "out of memory");
-        frame_t *f =
-            response(200, "text/plain; version=0.0.4; charset=utf-8", text, len, head, NULL);
-        free(text);
-        return f;
+    if (status == 101 && atomic_load(&w->b->shutting_down)) {
+        status = 503;
+        why = "server shutting down";
     }
-    if (!w->cfg->web)
-        return http_error(404, "not found");
-    if (w->cfg->web_root != NULL)
-        return static_file(w->cfg->web_root, req, head);
-    return embedded_file(req, head);
+    if (status != 101) {
+        STAT_ADD(&w->stats, handshake_rejects, 1);
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "handshake_rejected",
+                    "status=%d reason=\"%s\" path=%.*s", status, why ? why : "",
+                    (int)(req->path.len > 200 ? 200 : req->path.len), req->path.p);
+        conn_http_finish(c, http_error(status, why ? why : wsh_status_text(status)));
+        return;
+    }
+    char resp[512];
+    int n = wsh_write_101(resp, sizeof(resp), &up, NULL);
+    if (n < 0) {
+        conn_abort(c);
+        return;
+    }
+    LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s", (int)req->path.len, req->path.p);
+    conn_open_ws(c, ep, frame_raw(resp, (size_t)n));
+}
+
+static void on_request(conn_t *c, const wsh_request_t *req)
+{
+    if (wsh_wants_upgrade(req))
+        upgrade(c, req);
+    else
+        respond(c, req);
+}
+
+/* ---- Gathering the head. ---- */
+
+/* Make room for need bytes of head in c->head: the buffer grows with what
+ * arrives (an idle half-open connection holds a few hundred bytes, not
+ * WSH_MAX_HEAD). Returns 0, or -1 on ENOMEM. */
+static int head_reserve(conn_t *c, size_t need)
+{
+    if (need <= c->head_cap)
+        return 0;
+    size_t cap = c->head_cap ? c->head_cap : HEAD_MIN_CAP;
+    while (cap < need)
+        cap *= 2;
+    if (cap > WSH_MAX_HEAD)
+        cap = WSH_MAX_HEAD;
+    char *nh = realloc(c->head, cap);
+    if (nh == NULL)
+        return -1;
+    c->head = nh;
+    c->head_cap = (uint32_t)cap;
+    return 0;
+}
+
+void http_input(conn_t *c, uint8_t *buf, size_t len)
+{
+    wsh_request_t req;
+    int r;
+    if (c->head_len == 0) {
+        /* Fast path: the whole head arrived in one read; parse it in place. */
+        size_t scanned = 0;
+        r = wsh_parse_request((const char *)buf, len, &scanned, &req);
+        if (r > 0) {
+            on_request(c, &req);
+            if (c->state == CONN_OPEN && (size_t)r < len)
+                conn_ws_input(c, buf + r, len - (size_t)r);
+            return;
+        }
+        if (r != WS_AGAIN) {
+            conn_http_finish(c, http_error(r == WS_E_HTTP_TOO_BIG ? 431 : 400,
+                                           r == WS_E_HTTP_TOO_BIG ? "request head too large"
+                                                                  : "malformed HTTP request"));
+            return;
+        }
+        c->head_scanned = scanned;
+    }
+    /* Keep at most WSH_MAX_HEAD bytes; the parser says 431 past that. */
+    size_t take = len < WSH_MAX_HEAD - c->head_len ? len : WSH_MAX_HEAD - c->head_len;
+    if (head_reserve(c, c->head_len + take) != 0) {
+        conn_abort(c);
+        return;
+    }
+    memcpy(c->head + c->head_len, buf, take);
+    c->head_len += (uint32_t)take;
+    buf += take;
+    len -= take;
+    r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
+    if (r == WS_AGAIN && c->head_len < WSH_MAX_HEAD)
+        return;
+    if (r == WS_AGAIN || r == WS_E_HTTP_TOO_BIG) {
+        conn_http_finish(c, http_error(431, "request head too large"));
+        return;
+    }
+    if (r < 0) {
+        conn_http_finish(c, http_error(400, "malformed HTTP request"));
+        return;
+    }
+    /* The head is complete in c->head; bytes after it are early frames. */
+    char *head = c->head;
+    uint32_t head_len = c->head_len;
+    c->head = NULL;
+    c->head_len = c->head_cap = 0;
+    on_request(c, &req);
+    if (c->state == CONN_OPEN) {
+        if ((uint32_t)r < head_len)
+            conn_ws_input(c, (uint8_t *)head + r, head_len - (uint32_t)r);
+        if (len > 0 && c->state == CONN_OPEN)
+            conn_ws_input(c, buf, len);
+    }
+    free(head);
 }

@@ -1,20 +1,38 @@
 /*
- * http.h - plain HTTP on the broker's port: /healthz, /metrics and the
- * static files of the web root. Every response closes the connection.
+ * http.h - the HTTP phase of a connection: the request head is gathered,
+ * then either upgraded to a WebSocket (/ws, /, /echo) or answered as plain
+ * HTTP (/healthz, /metrics, the web client's files). Every plain response
+ * closes the connection.
+ *
+ * Static files from --web-root are opened, checked and read on libuv's
+ * thread pool, a chunk at a time, and sent through the connection's output
+ * queue, so a slow disk, a FIFO or a big file never blocks a worker and a
+ * slow reader never makes the broker hold a whole file in memory.
  */
 #ifndef WSBROKER_HTTP_H
 #define WSBROKER_HTTP_H
 
-#include <wsproto/ws_handshake.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "frame.h"
-#include "worker.h"
 
-/* The full response (head and body) to a request without Upgrade, as a raw
- * frame with one reference owned by the caller; NULL on ENOMEM. */
-frame_t *http_respond(wrk_t *w, const wsh_request_t *req);
+typedef struct conn conn_t;
 
-/* An error response (status and short text body). */
+/* Bytes read from a connection in the HTTP state. */
+void http_input(conn_t *c, uint8_t *buf, size_t len);
+
+/* An error response (status and a short text body) as a raw frame with one
+ * reference, or NULL on ENOMEM. 405 lists the allowed methods, 426 the
+ * supported WebSocket version. */
 frame_t *http_error(int status, const char *message);
+
+/* The connection's output queue fell below its low-water mark: a file
+ * being sent may continue. */
+void http_file_resume(conn_t *c);
+
+/* The connection is going away: detach a file transfer in progress (its
+ * thread-pool request finishes on its own and then frees itself). */
+void http_file_detach(conn_t *c);
 
 #endif

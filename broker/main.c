@@ -4,12 +4,13 @@
  * into a graceful shutdown. The main thread only waits for signals and
  * joins the workers; it never touches a connection.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -56,13 +57,60 @@ static void supervise(broker_t *b, const sigset_t *signals)
     }
 }
 
-static void raise_fd_limit(void)
+/* Raise the soft descriptor limit to the hard one; returns the limit. */
+static uint64_t raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+}
+
+/* Descriptors open now (-1 if /proc is not there). */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+/* How many connections may be open at once: --max-connections, capped so
+ * that accepting never runs the process out of descriptors. Past the cap a
+ * new connection is accepted and answered 503, which needs the descriptor
+ * it arrives on; what each worker opens after this point (its wake-up and
+ * timer descriptors) and a few for the web root's files are kept back. */
+static int connection_limit(const cfg_t *cfg, uint64_t fd_limit)
+{
+    int used = open_fds();
+    if (used < 0)
+        used = 16;
+    int64_t budget = (int64_t)fd_limit - used - 2 * cfg->workers - 8;
+    if (budget < 1) {
+        fprintf(stderr,
+                "wsbroker: the file descriptor limit (%llu) leaves no room for connections "
+                "with %d workers; raise it (ulimit -n) or use fewer --workers\n",
+                (unsigned long long)fd_limit, cfg->workers);
+        return -1;
+    }
+    if (budget > UINT32_MAX)
+        budget = UINT32_MAX;
+    if (cfg->max_connections > 0 && cfg->max_connections < budget)
+        budget = cfg->max_connections;
+    else if (cfg->max_connections > budget)
+        LOG(LOG_WARN, -1, 0, "max_connections_capped", "requested=%u limit=%lld fd_limit=%llu",
+            cfg->max_connections, (long long)budget, (unsigned long long)fd_limit);
+    return (int)budget;
 }
 
 int main(int argc, char **argv)
@@ -75,7 +123,7 @@ int main(int argc, char **argv)
     }
     log_min_level = (log_level_t)cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
+    uint64_t fd_limit = raise_fd_limit();
 
     /* Blocked before any thread starts, so every thread inherits it. */
     sigset_t signals;
@@ -99,6 +147,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    int limit = connection_limit(&cfg, fd_limit);
+    if (limit < 0)
+        return 2;
+    b.conn_limit = (uint32_t)limit;
+    if (log_start() != 0) {
+        fprintf(stderr, "wsbroker: cannot start the log thread\n");
+        return 1;
+    }
     atomic_store(&b.workers_running, cfg.workers);
     for (int i = 0; i < cfg.workers; i++) {
         if (wrk_start(b.workers[i]) != 0) {
@@ -107,8 +163,9 @@ int main(int argc, char **argv)
         }
     }
     LOG(LOG_INFO, -1, 0, "listening",
-        "bind=%s port=%d workers=%d version=%s epoch=%s echo=%s web=%s", cfg.bind, cfg.port,
-        cfg.workers, WSBROKER_VERSION, reg_epoch(b.reg), cfg.echo ? "on" : "off",
+        "bind=%s port=%d workers=%d max_connections=%u version=%s epoch=%s echo=%s web=%s",
+        cfg.bind, cfg.port, cfg.workers, b.conn_limit, WSBROKER_VERSION, reg_epoch(b.reg),
+        cfg.echo ? "on" : "off",
         !cfg.web       ? "off"
         : cfg.web_root ? cfg.web_root
                        : "built-in");
@@ -122,6 +179,7 @@ int main(int argc, char **argv)
     free(b.workers);
     reg_free(b.reg);
     LOG(LOG_INFO, -1, 0, "stopped", NULL);
+    log_stop();
     cfg_free(&cfg);
     return 0;
 }

@@ -8,16 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+static unsigned close_slot(uint16_t code)
+{
+    return code >= 1000 && code < 1000 + STATS_CLOSE_CODES ? code - 1000u : STATS_CLOSE_CODES;
+}
+
 void stats_close_sent(stats_t *s, uint16_t code)
 {
-    if (code >= 1000 && code < 1000 + STATS_CLOSE_CODES)
-        STAT_ADD(s, closes_sent[code - 1000], 1);
+    STAT_ADD(s, closes_sent[close_slot(code)], 1);
 }
 
 void stats_close_received(stats_t *s, uint16_t code)
 {
-    if (code >= 1000 && code < 1000 + STATS_CLOSE_CODES)
-        STAT_ADD(s, closes_received[code - 1000], 1);
+    STAT_ADD(s, closes_received[close_slot(code)], 1);
 }
 
 typedef struct out {
@@ -76,9 +79,18 @@ static const metric_t metrics[] = {
       "WebSocket connections accepted (handshake completed)."),
     M(tcp_open, "wsbroker_tcp_connections_open", "gauge",
       "TCP connections open now, in any state."),
+    M(conns_refused, "wsbroker_connections_refused_total", "counter",
+      "TCP connections answered 503 at accept (connection limit, shutdown or memory)."),
+    M(accept_pauses, "wsbroker_accept_pauses_total", "counter",
+      "Times accepting paused because the process ran out of file descriptors."),
+    M(accept_errors, "wsbroker_accept_errors_total", "counter", "Other accept() failures."),
     M(http_requests, "wsbroker_http_requests_total", "counter", "Plain HTTP requests answered."),
     M(handshake_rejects, "wsbroker_handshake_rejects_total", "counter",
       "Upgrade requests answered with an HTTP error."),
+    M(handshake_timeouts, "wsbroker_handshake_timeouts_total", "counter",
+      "Connections closed (408) for not completing their HTTP request in time."),
+    M(message_timeouts, "wsbroker_message_timeouts_total", "counter",
+      "Connections closed (1008) for not completing a started message in time."),
     M(published, "wsbroker_messages_published_total", "counter", "Publish requests accepted."),
     M(delivered, "wsbroker_messages_delivered_total", "counter", "Messages queued to subscribers."),
     M(bytes_in, "wsbroker_bytes_received_total", "counter", "Bytes read from clients."),
@@ -97,7 +109,8 @@ static uint64_t field(const stats_t *s, size_t offset)
     return LOAD(*(_Atomic uint64_t *)((char *)s + offset));
 }
 
-char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s, size_t *len)
+char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s,
+                   uint64_t log_dropped, size_t *len)
 {
     out_t o = {malloc(8192), 0, 8192, 0};
     if (o.buf == NULL)
@@ -115,12 +128,17 @@ char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptim
             "# HELP wsbroker_close_frames_%s_total Close frames %s, by status code.\n"
             "# TYPE wsbroker_close_frames_%s_total counter\n",
             dirs[d], dirs[d], dirs[d]);
-        for (int c = 0; c < STATS_CLOSE_CODES; c++) {
+        for (int c = 0; c <= STATS_CLOSE_CODES; c++) {
             uint64_t total = 0;
             for (int w = 0; w < n; w++)
                 total += d == 0 ? LOAD(workers[w]->closes_sent[c])
                                 : LOAD(workers[w]->closes_received[c]);
-            if (total > 0)
+            if (total == 0)
+                continue;
+            if (c == STATS_CLOSE_CODES)
+                put(&o, "wsbroker_close_frames_%s_total{code=\"other\"} %llu\n", dirs[d],
+                    (unsigned long long)total);
+            else
                 put(&o, "wsbroker_close_frames_%s_total{code=\"%d\"} %llu\n", dirs[d], 1000 + c,
                     (unsigned long long)total);
         }
@@ -152,8 +170,11 @@ char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptim
         "# HELP wsbroker_workers Worker threads.\n# TYPE wsbroker_workers gauge\n"
         "wsbroker_workers %d\n"
         "# HELP wsbroker_uptime_seconds Seconds since start.\n"
-        "# TYPE wsbroker_uptime_seconds gauge\nwsbroker_uptime_seconds %.3f\n",
-        (unsigned long long)topics, n, uptime_s);
+        "# TYPE wsbroker_uptime_seconds gauge\nwsbroker_uptime_seconds %.3f\n"
+        "# HELP wsbroker_log_lines_dropped_total Log lines dropped because stderr did not keep "
+        "up.\n# TYPE wsbroker_log_lines_dropped_total counter\n"
+        "wsbroker_log_lines_dropped_total %llu\n",
+        (unsigned long long)topics, n, uptime_s, (unsigned long long)log_dropped);
     if (o.failed) {
         free(o.buf);
         return NULL;

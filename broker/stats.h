@@ -13,14 +13,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STATS_CLOSE_CODES 16 /* 1000..1015 */
+#define STATS_CLOSE_CODES 16 /* 1000..1015; one more slot counts the rest */
 
 typedef struct stats {
     _Atomic uint64_t conns_open; /* WebSocket connections open now */
     _Atomic uint64_t conns_total;
     _Atomic uint64_t tcp_open; /* TCP connections (any state) */
+    _Atomic uint64_t conns_refused; /* at accept: connection limit or memory */
+    _Atomic uint64_t accept_pauses; /* accepting paused: out of descriptors */
+    _Atomic uint64_t accept_errors;
     _Atomic uint64_t http_requests;
     _Atomic uint64_t handshake_rejects;
+    _Atomic uint64_t handshake_timeouts;
+    _Atomic uint64_t message_timeouts;
     _Atomic uint64_t published;
     _Atomic uint64_t delivered;
     _Atomic uint64_t bytes_in;
@@ -28,8 +33,8 @@ typedef struct stats {
     _Atomic uint64_t slow_closes;
     _Atomic uint64_t slow_drops;
     _Atomic uint64_t subscriptions; /* live subscriptions */
-    _Atomic uint64_t closes_sent[STATS_CLOSE_CODES];
-    _Atomic uint64_t closes_received[STATS_CLOSE_CODES];
+    _Atomic uint64_t closes_sent[STATS_CLOSE_CODES + 1];
+    _Atomic uint64_t closes_received[STATS_CLOSE_CODES + 1];
     _Atomic uint64_t ping_timeouts;
 } stats_t;
 
@@ -39,14 +44,15 @@ typedef struct stats {
                           memory_order_relaxed)
 #define STAT_SUB(s, field, n) STAT_ADD(s, field, -(uint64_t)(n))
 
-/* Count a close code the broker sent or received (codes outside 1000..1015
- * are counted under 1000's "other" bucket only in the total). */
+/* Count a close code the broker sent or received (codes outside 1000..1015,
+ * and Close frames without a code, are counted as code="other"). */
 void stats_close_sent(stats_t *s, uint16_t code);
 void stats_close_received(stats_t *s, uint16_t code);
 
 /* Render the Prometheus exposition of n workers' stats into a malloc'd
  * NUL-terminated buffer (caller frees). topics: topics known to the registry.
  * NULL on ENOMEM. */
-char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s, size_t *len);
+char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s,
+                   uint64_t log_dropped, size_t *len);
 
 #endif

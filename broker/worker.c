@@ -12,6 +12,7 @@
  * its inbox, sends Close 1001 to each connection and waits up to
  * --close-timeout for the close handshakes before stopping its loop.
  */
+#define _GNU_SOURCE /* accept4 */
 #include "worker.h"
 
 #include <errno.h>
@@ -26,6 +27,8 @@
 #include "pubsub.h"
 
 #define LISTEN_BACKLOG 4096
+#define ACCEPT_BATCH   64  /* connections accepted per loop iteration */
+#define ACCEPT_RETRY   100 /* ms before accepting again after EMFILE */
 
 static uint64_t ms(double seconds)
 {
@@ -76,6 +79,7 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->ping_list);
     link_init(&w->wait_list);
     link_init(&w->closing_list);
+    link_init(&w->msg_list);
     link_init(&w->pending);
     if (uv_loop_init(&w->loop) != 0) {
         free(w);
@@ -182,8 +186,19 @@ static void on_tick(uv_timer_t *t)
         if (c->since + ms(cfg->handshake_timeout) > now)
             break;
         link_remove(l);
-        LOG(LOG_INFO, w->id, c->id, "handshake_timeout", NULL);
+        STAT_ADD(&w->stats, handshake_timeouts, 1);
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "handshake_timeout", "timeout=%g",
+                    cfg->handshake_timeout);
         conn_http_error(c, 408, "request timeout");
+    }
+    while ((l = link_first(&w->msg_list)) != NULL) {
+        conn_t *c = link_entry(l, conn_t, partial);
+        if (c->msg_since + ms(cfg->message_timeout) > now)
+            break;
+        link_remove(l);
+        STAT_ADD(&w->stats, message_timeouts, 1);
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "message_timeout", "timeout=%g", cfg->message_timeout);
+        conn_close(c, WS_CLOSE_POLICY, "message timeout", false);
     }
     if (cfg->ping_interval > 0) {
         while ((l = link_first(&w->ping_list)) != NULL) {
@@ -206,7 +221,7 @@ static void on_tick(uv_timer_t *t)
             break;
         link_remove(l);
         STAT_ADD(&w->stats, ping_timeouts, 1);
-        LOG(LOG_INFO, w->id, c->id, "ping_timeout", NULL);
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "ping_timeout", "timeout=%g", cfg->ping_timeout);
         conn_close(c, WS_CLOSE_GOING_AWAY, "ping timeout", false);
     }
     while ((l = link_first(&w->closing_list)) != NULL) {
@@ -227,20 +242,96 @@ static uint64_t tick_ms(const cfg_t *cfg)
         m = cfg->ping_timeout;
     if (cfg->close_timeout < m)
         m = cfg->close_timeout;
+    if (cfg->message_timeout < m)
+        m = cfg->message_timeout;
     uint64_t t = ms(m / 8);
     return t < 5 ? 5 : t > 1000 ? 1000 : t;
 }
 
-/* ---- Listener. ---- */
+/* ---- Listener. ----
+ *
+ * The worker accepts with accept4() itself, from a poll handle on its
+ * listening socket, instead of uv_listen: it can then stop accepting when
+ * the process runs out of descriptors and start again from a timer. (Left
+ * alone, an EMFILE listener stays readable and the loop spins on it; the
+ * spare-descriptor trick does not help when several workers race for the
+ * one descriptor it frees.) Accepting is bounded per iteration, so a
+ * connection storm cannot starve the connections already open. */
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_listen_ready(uv_poll_t *p, int status, int events);
+
+static void listen_resume(wrk_t *w)
 {
-    wrk_t *w = server->data;
+    if (w->phase == 0 && !w->listening &&
+        uv_poll_start(&w->listener, UV_READABLE, on_listen_ready) == 0)
+        w->listening = true;
+}
+
+static void on_accept_retry(uv_timer_t *t)
+{
+    listen_resume(t->data);
+}
+
+static void listen_pause(wrk_t *w, int err)
+{
+    if (w->listening) {
+        uv_poll_stop(&w->listener);
+        w->listening = false;
+    }
+    STAT_ADD(&w->stats, accept_pauses, 1);
+    LOG_LIMITED(LOG_WARN, w->id, 0, "accept_paused", "error=%s retry_ms=%d open=%u",
+                strerror(err), ACCEPT_RETRY,
+                atomic_load_explicit(&w->b->tcp_conns, memory_order_relaxed));
+    uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY, 0);
+}
+
+static void on_listen_ready(uv_poll_t *p, int status, int events)
+{
+    wrk_t *w = p->data;
+    (void)events;
     if (status < 0) {
-        LOG(LOG_WARN, w->id, 0, "accept_failed", "error=%s", uv_strerror(status));
+        LOG_LIMITED(LOG_WARN, w->id, 0, "accept_failed", "error=%s", uv_strerror(status));
         return;
     }
-    conn_accept(w);
+    for (int i = 0; i < ACCEPT_BATCH && w->listening; i++) {
+        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accept(w, fd);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+        case EWOULDBLOCK:
+#endif
+            return;
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+            continue; /* that one connection is gone; the next may be fine */
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            listen_pause(w, errno);
+            return;
+        default:
+            STAT_ADD(&w->stats, accept_errors, 1);
+            LOG_LIMITED(LOG_WARN, w->id, 0, "accept_failed", "error=%s", strerror(errno));
+            return;
+        }
+    }
+}
+
+static void listen_close(wrk_t *w)
+{
+    if (uv_is_closing((uv_handle_t *)&w->listener))
+        return;
+    w->listening = false;
+    uv_timer_stop(&w->accept_retry);
+    uv_close((uv_handle_t *)&w->listener, NULL);
+    close(w->listen_fd);
+    w->listen_fd = -1;
 }
 
 /* ---- Shutdown. ---- */
@@ -262,7 +353,7 @@ static void on_drain_deadline(uv_timer_t *t)
 static void quiesce(wrk_t *w)
 {
     w->phase = 1;
-    uv_close((uv_handle_t *)&w->listener, NULL);
+    listen_close(w);
     for (link_t *l = w->conns.next; l != &w->conns; l = l->next) {
         conn_t *c = link_entry(l, conn_t, all);
         if (c->state == CONN_HTTP)
@@ -316,8 +407,8 @@ static void run(void *arg)
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->drain, NULL);
     uv_close((uv_handle_t *)&w->flush, NULL);
-    if (!uv_is_closing((uv_handle_t *)&w->listener))
-        uv_close((uv_handle_t *)&w->listener, NULL);
+    uv_close((uv_handle_t *)&w->accept_retry, NULL);
+    listen_close(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     drain_inbox(w); /* frames posted after the drain: release them */
     LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
@@ -340,16 +431,18 @@ int wrk_start(wrk_t *w)
     uv_check_start(&w->flush, on_check);
     uint64_t t = tick_ms(w->cfg);
     uv_timer_start(&w->tick, on_tick, t, t);
-    uv_tcp_init(loop, &w->listener);
-    w->listener.data = w;
-    int rc = uv_tcp_open(&w->listener, w->listen_fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&w->listener, LISTEN_BACKLOG, on_connection);
+    uv_timer_init(loop, &w->accept_retry);
+    w->accept_retry.data = w;
+    int rc = uv_poll_init(loop, &w->listener, w->listen_fd);
+    if (rc == 0) {
+        w->listener.data = w;
+        rc = uv_poll_start(&w->listener, UV_READABLE, on_listen_ready);
+        w->listening = rc == 0;
+    }
     if (rc != 0) {
         LOG(LOG_ERROR, w->id, 0, "listen_failed", "error=%s", uv_strerror(rc));
         return -1;
     }
-    w->listen_fd = -1; /* owned by the handle now */
     rc = uv_thread_create(&w->thread, run, w);
     if (rc != 0) {
         LOG(LOG_ERROR, w->id, 0, "thread_failed", "error=%s", uv_strerror(rc));

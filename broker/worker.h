@@ -31,8 +31,10 @@ struct wrk {
     const cfg_t *cfg;
     uv_thread_t thread;
     uv_loop_t loop;
-    uv_tcp_t listener;
+    uv_poll_t listener; /* readable: connections to accept on listen_fd */
     int listen_fd;
+    bool listening;       /* listener is polled (not paused, not closed) */
+    uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
     uv_async_t wake;  /* inbox not empty */
     uv_async_t ctl;   /* shutdown phase requested */
     _Atomic int cmd;  /* requested phase: 1 quiesce, 2 close all */
@@ -54,6 +56,7 @@ struct wrk {
     link_t ping_list;    /* open, by time of the last Ping */
     link_t wait_list;    /* Ping sent, nothing received since, by Ping time */
     link_t closing_list; /* closing, by close start */
+    link_t msg_list;     /* incomplete messages, by their start */
     link_t pending;      /* connections with output to flush */
     struct conn **slow;  /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
