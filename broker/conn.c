@@ -383,7 +383,8 @@ static void consume(conn_t *c, size_t n)
 
 static void after_output(conn_t *c)
 {
-    if ((c->flags & CF_PAUSED) && c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
+    if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED &&
+        c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
         conn_resume(c);
     if (c->file != NULL)
         http_file_resume(c);
@@ -533,6 +534,9 @@ void conn_abort(conn_t *c)
     link_remove(&c->wait);
     link_remove(&c->pending);
     link_remove(&c->partial);
+    link_remove(&c->throttle);
+    free(c->stash);
+    c->stash = NULL;
     if (c->flags & CF_WS)
         STAT_SUB(&w->stats, conns_open, 1);
     http_file_detach(c);
@@ -591,9 +595,52 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
     }
     if (!wait_peer || (c->flags & CF_CLOSE_RCVD))
         c->flags |= CF_FINISH;
-    if (c->flags & CF_PAUSED)
-        conn_resume(c);
     mark_pending(c);
+    /* Read on, for the peer's Close: what was held back comes first. */
+    if (c->flags & CF_THROTTLED)
+        conn_unthrottle(c);
+    else if (c->flags & CF_PAUSED)
+        conn_resume(c);
+}
+
+void conn_throttle(conn_t *c, uint64_t targets)
+{
+    wrk_t *w = c->w;
+    if (c->flags & CF_THROTTLED)
+        return;
+    c->flags |= CF_THROTTLED;
+    w->throttle_mask |= targets;
+    link_insert_tail(&w->throttled, &c->throttle);
+    atomic_store(&w->has_throttled, true);
+    /* Pairs with drain_inbox: it clears its bit, then looks at
+     * has_throttled; so either it wakes this worker or this sees the bit
+     * already clear. */
+    if ((atomic_load(&w->b->congested) & targets) == 0) {
+        c->flags &= ~CF_THROTTLED;
+        link_remove(&c->throttle);
+        return;
+    }
+    STAT_ADD(&w->stats, publish_throttles, 1);
+    conn_pause(c);
+}
+
+void conn_unthrottle(conn_t *c)
+{
+    if (!(c->flags & CF_THROTTLED))
+        return;
+    c->flags &= ~CF_THROTTLED;
+    link_remove(&c->throttle);
+    if (c->stash != NULL) {
+        uint8_t *held = c->stash;
+        uint32_t n = c->stash_len;
+        c->stash = NULL;
+        c->stash_len = 0;
+        conn_ws_input(c, held, n);
+        free(held);
+    }
+    if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED && c->w->phase != 1 &&
+        (c->state != CONN_OPEN || c->out_bytes <= c->w->cfg->max_backlog / 2))
+        conn_resume(c);
 }
 
 void conn_ping(conn_t *c)
@@ -755,6 +802,18 @@ static void on_close_frame(conn_t *c, const ws_event_t *ev)
 
 void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
 {
+    if (c->flags & CF_THROTTLED) {
+        /* More early input behind held-back input: it waits too. */
+        uint8_t *ns = realloc(c->stash, (size_t)c->stash_len + len);
+        if (ns == NULL) {
+            conn_abort(c);
+            return;
+        }
+        memcpy(ns + c->stash_len, buf, len);
+        c->stash = ns;
+        c->stash_len += (uint32_t)len;
+        return;
+    }
     size_t off = 0;
     while (off < len) {
         ws_event_t ev;
@@ -787,6 +846,17 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
         }
         if (c->state == CONN_CLOSED || (c->flags & CF_DISCARD))
             return;
+        if ((c->flags & CF_THROTTLED) && off < len) {
+            /* Keep the unparsed rest (still masked) for conn_unthrottle. */
+            c->stash = malloc(len - off);
+            if (c->stash == NULL) {
+                conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+                return;
+            }
+            memcpy(c->stash, buf + off, len - off);
+            c->stash_len = (uint32_t)(len - off);
+            return;
+        }
     }
 }
 

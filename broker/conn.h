@@ -54,6 +54,7 @@ enum {
     CF_DISCARD = 1 << 8,    /* input is ignored (parser failed, or shut) */
     CF_SLOW = 1 << 9,       /* marked for a slow-consumer close */
     CF_DEAD = 1 << 10,      /* socket failed during a delivery batch */
+    CF_THROTTLED = 1 << 11, /* input held back: a target worker's inbox is full */
 };
 
 struct fileop;
@@ -70,6 +71,7 @@ typedef struct conn {
     link_t sup;         /* w->hs_list, ping_list or closing_list */
     link_t wait;        /* w->wait_list */
     link_t partial;     /* w->msg_list: a message is incomplete */
+    link_t throttle;    /* w->throttled */
     link_t pending;     /* w->pending */
     link_t subs;        /* sub_t.by_conn */
     uint64_t since;     /* ms: accept, last Ping or close start (list order) */
@@ -85,6 +87,8 @@ typedef struct conn {
     uint8_t *msg; /* unfinished message, or NULL */
     size_t msg_len, msg_cap;
     struct fileop *file; /* a static file being sent (http.c), or NULL */
+    uint8_t *stash;      /* input read but held back while throttled */
+    uint32_t stash_len;
 
     /* output: ring of frames; the first q_inflight are in a uv_write */
     frame_t **q;
@@ -125,6 +129,13 @@ void conn_abort(conn_t *c);
 
 /* Write queued output (called from the worker's check handle). */
 void conn_flush(conn_t *c);
+
+/* A publish of c's went to workers (bit mask) whose inbox is over its
+ * limit: stop reading c and hold back the rest of what was read, until
+ * those inboxes drain (conn_unthrottle). */
+void conn_throttle(conn_t *c, uint64_t targets);
+/* Process the held-back input and read again (unless paused otherwise). */
+void conn_unthrottle(conn_t *c);
 
 /* Stop / resume reading, e.g. for shutdown. */
 void conn_pause(conn_t *c);

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "registry.h"
+#include "smap.h"
 #include "worker.h"
 
 void broker_shutdown(broker_t *b)
@@ -131,6 +133,13 @@ int main(int argc, char **argv)
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+    uint8_t key[16];
+    if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key)) {
+        fprintf(stderr, "wsbroker: no random bytes for the hash key (getrandom failed)\n");
+        return 1;
+    }
+    smap_seed(key);
 
     broker_t b = {.cfg = &cfg, .nworkers = cfg.workers, .start_ns = uv_hrtime()};
     b.reg = reg_new(cfg.workers, wrk_post, &b);

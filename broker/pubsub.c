@@ -239,7 +239,9 @@ static void do_publish(conn_t *c, const msg_request_t *req)
     wrk_t *w = c->w;
     if (!check_topic(c, req, false))
         return;
-    uint64_t seq = reg_publish(w->b->reg, req->topic.p, req->topic.len, req->data.p, req->data.len);
+    uint64_t targets;
+    uint64_t seq = reg_publish(w->b->reg, req->topic.p, req->topic.len, req->data.p, req->data.len,
+                               &targets);
     if (seq == 0) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return;
@@ -252,6 +254,10 @@ static void do_publish(conn_t *c, const msg_request_t *req)
                      .seq = seq,
                      .recovered = -1};
     reply_ack(c, &ack);
+    /* Backpressure across workers: hold this publisher back while a worker
+     * its message went to has more queued than it can take. */
+    if (atomic_load_explicit(&w->b->congested, memory_order_relaxed) & targets)
+        conn_throttle(c, targets);
 }
 
 static void do_ping(conn_t *c, const msg_request_t *req)

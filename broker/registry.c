@@ -25,7 +25,8 @@
 #include "ptable.h"
 #include "smap.h"
 
-#define REG_STRIPES 64
+#define REG_STRIPE_BITS 6
+#define REG_STRIPES     (1 << REG_STRIPE_BITS)
 
 typedef struct topic {
     uint64_t seq;
@@ -106,7 +107,8 @@ const char *reg_epoch(const reg_t *r)
 
 static stripe_t *stripe_of(reg_t *r, const char *topic, size_t len)
 {
-    return &r->stripes[smap_hash(topic, len) & (REG_STRIPES - 1)];
+    /* High bits for the stripe: the stripe's map uses the low ones. */
+    return &r->stripes[smap_hash(topic, len) >> (64 - REG_STRIPE_BITS)];
 }
 
 /* Create and insert a topic with seq 0. Stripe lock held. */
@@ -131,8 +133,10 @@ static void or_mask(void *value, void *arg)
     *(uint64_t *)arg |= ((interest_t *)value)->workers;
 }
 
-uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data, size_t dlen)
+uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data, size_t dlen,
+                     uint64_t *targets)
 {
+    *targets = 0;
     stripe_t *s = stripe_of(r, topic, tlen);
     pthread_mutex_lock(&s->mu);
     topic_t *t = smap_get(&s->topics, topic, tlen);
@@ -150,6 +154,7 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
      * only once the frame exists, so a failed allocation leaves no gap. */
     uint64_t seq = t->seq + 1;
     frame_t *f = NULL;
+    *targets = mask;
     if (mask != 0) {
         size_t cap = msg_message_bound(tlen, dlen);
         f = frame_new(cap, tlen);

@@ -36,8 +36,10 @@ void reg_free(reg_t *r);
 const char *reg_epoch(const reg_t *r);
 
 /* Publish data (raw JSON) on a concrete, valid topic. Returns the message's
- * seq (>= 1), or 0 on ENOMEM. Any thread. */
-uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data, size_t dlen);
+ * seq (>= 1), or 0 on ENOMEM; *targets gets the mask of the workers the
+ * message was posted to. Any thread. */
+uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data, size_t dlen,
+                     uint64_t *targets);
 
 /* The latest seq of topic, 0 if nothing was published on it yet. */
 uint64_t reg_topic_seq(reg_t *r, const char *topic, size_t tlen);

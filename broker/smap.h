@@ -4,7 +4,9 @@
  * Keys are not copied: the caller keeps each key's bytes alive for as long
  * as the entry exists (in this broker the value owns its key). Linear
  * probing with backward-shift deletion, so there are no tombstones and
- * lookups stay short after churn. Not thread-safe; the owner locks.
+ * lookups stay short after churn. The hash is keyed at process start, so
+ * which strings collide cannot be chosen from outside. Not thread-safe; the
+ * owner locks.
  */
 #ifndef WSBROKER_SMAP_H
 #define WSBROKER_SMAP_H
@@ -25,7 +27,12 @@ typedef struct smap {
     size_t count;
 } smap_t;
 
+/* Keyed hash of key (never 0). Slots use its low bits; callers that split
+ * a table further (the registry's lock stripes) take the high bits. */
 uint64_t smap_hash(const char *key, size_t len);
+
+/* Set the hash key (16 random bytes), once, before any map is filled. */
+void smap_seed(const uint8_t key[16]);
 
 void smap_init(smap_t *m);
 /* Frees the table, not the keys or values. */

@@ -92,6 +92,8 @@ static const metric_t metrics[] = {
     M(message_timeouts, "wsbroker_message_timeouts_total", "counter",
       "Connections closed (1008) for not completing a started message in time."),
     M(published, "wsbroker_messages_published_total", "counter", "Publish requests accepted."),
+    M(publish_throttles, "wsbroker_publish_throttles_total", "counter",
+      "Times a publisher's input was held back because a worker's inbox was full."),
     M(delivered, "wsbroker_messages_delivered_total", "counter", "Messages queued to subscribers."),
     M(bytes_in, "wsbroker_bytes_received_total", "counter", "Bytes read from clients."),
     M(bytes_out, "wsbroker_bytes_sent_total", "counter", "Bytes written to clients."),

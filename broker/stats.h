@@ -27,6 +27,7 @@ typedef struct stats {
     _Atomic uint64_t handshake_timeouts;
     _Atomic uint64_t message_timeouts;
     _Atomic uint64_t published;
+    _Atomic uint64_t publish_throttles; /* publishers held back by full inboxes */
     _Atomic uint64_t delivered;
     _Atomic uint64_t bytes_in;
     _Atomic uint64_t bytes_out;

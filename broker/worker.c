@@ -81,6 +81,7 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->closing_list);
     link_init(&w->msg_list);
     link_init(&w->pending);
+    link_init(&w->throttled);
     if (uv_loop_init(&w->loop) != 0) {
         free(w);
         return NULL;
@@ -116,8 +117,13 @@ void wrk_post(void *broker, int wid, frame_t *f)
         w->inbox_cap = ncap;
     }
     w->inbox[w->inbox_len++] = f;
+    w->inbox_bytes += f->len;
     bool was_empty = w->inbox_len == 1;
+    bool over = w->inbox_bytes > WRK_INBOX_BYTES || w->inbox_len > WRK_INBOX_LEN;
     pthread_mutex_unlock(&w->inbox_mu);
+    uint64_t bit = 1ull << w->id;
+    if (over && !(atomic_load(&w->b->congested) & bit))
+        atomic_fetch_or(&w->b->congested, bit);
     if (w == self) {
         /* A publish on this worker: drained before this iteration's flush,
          * no wake-up needed. Other posters that find the inbox non-empty
@@ -140,9 +146,20 @@ static void drain_inbox(wrk_t *w)
     w->inbox = w->batch;
     w->inbox_cap = w->batch_cap;
     w->inbox_len = 0;
+    w->inbox_bytes = 0;
     pthread_mutex_unlock(&w->inbox_mu);
     w->batch = batch;
     w->batch_cap = cap;
+    broker_t *b = w->b;
+    uint64_t bit = 1ull << w->id;
+    if (atomic_load(&b->congested) & bit) {
+        /* Taken whole: no longer congested. Wake the workers holding back
+         * publishers (they check again; see wrk_release_throttled). */
+        atomic_fetch_and(&b->congested, ~bit);
+        for (int i = 0; i < b->nworkers; i++)
+            if (atomic_load(&b->workers[i]->has_throttled))
+                uv_async_send(&b->workers[i]->wake);
+    }
     for (size_t i = 0; i < n; i++)
         pubsub_deliver(w, batch[i]);
     for (size_t i = 0; i < w->nslow; i++)
@@ -150,9 +167,39 @@ static void drain_inbox(wrk_t *w)
     w->nslow = 0;
 }
 
+/* Let throttled connections go on once none of the workers they posted to
+ * is congested. Runs from the wake-up and the supervisor tick (a fallback:
+ * the flag/bit handshake with drain_inbox already guarantees a wake-up). */
+static void release_throttled(wrk_t *w)
+{
+    /* Shutting down: held-back publishes are never processed (nothing new
+     * may be published once the workers went quiet); conn_close lets the
+     * rest of the input through only to find the peer's Close. */
+    if (link_empty(&w->throttled) || w->phase > 0)
+        return;
+    if (atomic_load(&w->b->congested) & w->throttle_mask)
+        return;
+    link_t batch;
+    link_init(&batch);
+    /* Move the list aside: releasing parses held-back input, which may
+     * throttle connections again. */
+    batch.next = w->throttled.next;
+    batch.prev = w->throttled.prev;
+    batch.next->prev = &batch;
+    batch.prev->next = &batch;
+    link_init(&w->throttled);
+    w->throttle_mask = 0;
+    atomic_store(&w->has_throttled, false);
+    link_t *l;
+    while ((l = link_first(&batch)) != NULL)
+        conn_unthrottle(link_entry(l, conn_t, throttle));
+}
+
 static void on_wake(uv_async_t *a)
 {
-    drain_inbox(a->data);
+    wrk_t *w = a->data;
+    drain_inbox(w);
+    release_throttled(w);
 }
 
 /* ---- Output: one flush per connection per loop iteration. ---- */
@@ -180,6 +227,8 @@ static void on_tick(uv_timer_t *t)
     const cfg_t *cfg = w->cfg;
     uint64_t now = wrk_now(w);
     link_t *l;
+
+    release_throttled(w);
 
     while ((l = link_first(&w->hs_list)) != NULL) {
         conn_t *c = link_entry(l, conn_t, sup);

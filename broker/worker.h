@@ -46,6 +46,7 @@ struct wrk {
     pthread_mutex_t inbox_mu;
     frame_t **inbox; /* posted frames, in per-topic seq order */
     size_t inbox_len, inbox_cap;
+    size_t inbox_bytes; /* wire bytes of the frames in the inbox */
     bool self_posted; /* this worker posted to its own inbox: drain in check */
     frame_t **batch;  /* the inbox array being drained */
     size_t batch_cap;
@@ -58,6 +59,9 @@ struct wrk {
     link_t closing_list; /* closing, by close start */
     link_t msg_list;     /* incomplete messages, by their start */
     link_t pending;      /* connections with output to flush */
+    link_t throttled;    /* connections held back by full inboxes */
+    uint64_t throttle_mask;     /* the workers they wait for */
+    _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
     struct conn **slow;  /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
     uint64_t nconns;
@@ -75,6 +79,12 @@ wrk_t *wrk_new(broker_t *b, int id);
 int wrk_start(wrk_t *w);
 void wrk_join(wrk_t *w);
 void wrk_free(wrk_t *w);
+
+/* Inbox limit: past it the worker is marked congested and the publishers
+ * that post to it are throttled until it drains. Posts are never refused,
+ * so an inbox holds at most the limit plus one publish per connection. */
+#define WRK_INBOX_BYTES (4u << 20)
+#define WRK_INBOX_LEN   65536
 
 /* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
 void wrk_post(void *broker, int w, frame_t *f);
