@@ -328,9 +328,12 @@ static void listen_pause(wrk_t *w, int err)
         w->listening = false;
     }
     STAT_ADD(&w->stats, accept_pauses, 1);
-    LOG_LIMITED(LOG_WARN, w->id, 0, "accept_paused", "error=%s retry_ms=%d open=%u",
-                strerror(err), ACCEPT_RETRY,
-                atomic_load_explicit(&w->b->tcp_conns, memory_order_relaxed));
+    if (w->starved_since == 0) {
+        /* Logged once per spell; accept_resumed ends it. */
+        w->starved_since = wrk_now(w);
+        LOG(LOG_WARN, w->id, 0, "accept_paused", "error=\"%s\" retry_ms=%d open=%u", strerror(err),
+            ACCEPT_RETRY, atomic_load_explicit(&w->b->tcp_conns, memory_order_relaxed));
+    }
     uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY, 0);
 }
 
@@ -345,6 +348,11 @@ static void on_listen_ready(uv_poll_t *p, int status, int events)
     for (int i = 0; i < ACCEPT_BATCH && w->listening; i++) {
         int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            if (w->starved_since != 0) {
+                LOG(LOG_WARN, w->id, 0, "accept_resumed", "paused_ms=%llu",
+                    (unsigned long long)(wrk_now(w) - w->starved_since));
+                w->starved_since = 0;
+            }
             conn_accept(w, fd);
             continue;
         }

@@ -35,6 +35,7 @@ struct wrk {
     int listen_fd;
     bool listening;       /* listener is polled (not paused, not closed) */
     uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
+    uint64_t starved_since;  /* ms: first EMFILE of the current spell, or 0 */
     uv_async_t wake;  /* inbox not empty */
     uv_async_t ctl;   /* shutdown phase requested */
     _Atomic int cmd;  /* requested phase: 1 quiesce, 2 close all */
