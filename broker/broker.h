@@ -21,13 +21,13 @@ typedef struct broker {
     reg_t *reg;
     wrk_t **workers;
     int nworkers;
-    uint64_t start_ns;         /* uv_hrtime() at start */
+    uint64_t start_ns;          /* uv_hrtime() at start */
     uint32_t conn_limit;        /* TCP connections at once: --max-connections
                                  * capped by the descriptor budget */
     _Atomic uint32_t tcp_conns; /* accepted TCP connections, any state */
     _Atomic uint64_t congested; /* bit w: worker w's inbox is over its limit */
-    _Atomic int shutting_down; /* /healthz answers 503, handshakes 503 */
-    _Atomic int quiesce_left;  /* workers yet to stop reading (shutdown phase 1) */
+    _Atomic int shutting_down;  /* /healthz answers 503, handshakes 503 */
+    _Atomic int quiesce_left;   /* workers yet to stop reading (shutdown phase 1) */
     _Atomic int workers_running;
 } broker_t;
 

@@ -226,7 +226,7 @@ static void file_read_done(uv_fs_t *req)
     conn_t *c = op->c;
     conn_send(c, f);
     if (c->state == CONN_CLOSED)
-        return; /* conn_send aborted: the detach freed op */
+        return;           /* conn_send aborted: the detach freed op */
     conn_http_pending(c); /* progress: restart the transfer's timeout */
     if (c->out_bytes < FILE_QUEUE_HIGH)
         file_read_next(op);

@@ -73,8 +73,8 @@ bool log_limit_pass(log_limit_t *l, uint32_t *suppressed);
         uint32_t log_suppressed_;                                                                  \
         if ((level) >= log_min_level && log_limit_pass(&log_limit_, &log_suppressed_)) {           \
             if (log_suppressed_ > 0)                                                               \
-                log_write((level), (worker), (conn), (event), fmt " suppressed=%u",                \
-                          __VA_ARGS__, log_suppressed_);                                           \
+                log_write((level), (worker), (conn), (event), fmt " suppressed=%u", __VA_ARGS__,   \
+                          log_suppressed_);                                                        \
             else                                                                                   \
                 log_write((level), (worker), (conn), (event), fmt, __VA_ARGS__);                   \
         }                                                                                          \

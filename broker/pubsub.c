@@ -240,8 +240,8 @@ static void do_publish(conn_t *c, const msg_request_t *req)
     if (!check_topic(c, req, false))
         return;
     uint64_t targets;
-    uint64_t seq = reg_publish(w->b->reg, req->topic.p, req->topic.len, req->data.p, req->data.len,
-                               &targets);
+    uint64_t seq =
+        reg_publish(w->b->reg, req->topic.p, req->topic.len, req->data.p, req->data.len, &targets);
     if (seq == 0) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return;

@@ -18,7 +18,7 @@
 typedef struct stats {
     _Atomic uint64_t conns_open; /* WebSocket connections open now */
     _Atomic uint64_t conns_total;
-    _Atomic uint64_t tcp_open; /* TCP connections (any state) */
+    _Atomic uint64_t tcp_open;      /* TCP connections (any state) */
     _Atomic uint64_t conns_refused; /* at accept: connection limit or memory */
     _Atomic uint64_t accept_pauses; /* accepting paused: out of descriptors */
     _Atomic uint64_t accept_errors;

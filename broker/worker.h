@@ -33,37 +33,37 @@ struct wrk {
     uv_loop_t loop;
     uv_poll_t listener; /* readable: connections to accept on listen_fd */
     int listen_fd;
-    bool listening;       /* listener is polled (not paused, not closed) */
+    bool listening;          /* listener is polled (not paused, not closed) */
     uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
     uint64_t starved_since;  /* ms: first EMFILE of the current spell, or 0 */
-    uv_async_t wake;  /* inbox not empty */
-    uv_async_t ctl;   /* shutdown phase requested */
-    _Atomic int cmd;  /* requested phase: 1 quiesce, 2 close all */
-    int phase;        /* phase reached */
-    uv_timer_t tick;  /* supervisor */
-    uv_timer_t drain; /* shutdown deadline */
-    uv_check_t flush; /* writes queued output once per loop iteration */
+    uv_async_t wake;         /* inbox not empty */
+    uv_async_t ctl;          /* shutdown phase requested */
+    _Atomic int cmd;         /* requested phase: 1 quiesce, 2 close all */
+    int phase;               /* phase reached */
+    uv_timer_t tick;         /* supervisor */
+    uv_timer_t drain;        /* shutdown deadline */
+    uv_check_t flush;        /* writes queued output once per loop iteration */
 
     pthread_mutex_t inbox_mu;
     frame_t **inbox; /* posted frames, in per-topic seq order */
     size_t inbox_len, inbox_cap;
     size_t inbox_bytes; /* wire bytes of the frames in the inbox */
-    bool self_posted; /* this worker posted to its own inbox: drain in check */
-    frame_t **batch;  /* the inbox array being drained */
+    bool self_posted;   /* this worker posted to its own inbox: drain in check */
+    frame_t **batch;    /* the inbox array being drained */
     size_t batch_cap;
 
-    ptable_t subs;       /* pattern -> lpat_t */
-    link_t conns;        /* every connection of this worker */
-    link_t hs_list;      /* HTTP state, by accept time */
-    link_t ping_list;    /* open, by time of the last Ping */
-    link_t wait_list;    /* Ping sent, nothing received since, by Ping time */
-    link_t closing_list; /* closing, by close start */
-    link_t msg_list;     /* incomplete messages, by their start */
-    link_t pending;      /* connections with output to flush */
-    link_t throttled;    /* connections held back by full inboxes */
+    ptable_t subs;              /* pattern -> lpat_t */
+    link_t conns;               /* every connection of this worker */
+    link_t hs_list;             /* HTTP state, by accept time */
+    link_t ping_list;           /* open, by time of the last Ping */
+    link_t wait_list;           /* Ping sent, nothing received since, by Ping time */
+    link_t closing_list;        /* closing, by close start */
+    link_t msg_list;            /* incomplete messages, by their start */
+    link_t pending;             /* connections with output to flush */
+    link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
-    struct conn **slow;  /* marked slow during a delivery batch */
+    struct conn **slow;         /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
     uint64_t nconns;
     uint64_t next_id;

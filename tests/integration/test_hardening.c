@@ -235,8 +235,8 @@ START_TEST(descriptor_exhaustion_pauses_accepting)
     printf("out of descriptors for 1 s: %d accept_paused lines, %d accept_failed lines\n",
            paused_lines, failed_lines);
     IT_ASSERT(paused_lines >= 1, "the broker never reported that accepting paused");
-    IT_ASSERT(paused_lines + failed_lines < 40,
-              "the log is flooded: %d accept lines in about 1 s", paused_lines + failed_lines);
+    IT_ASSERT(paused_lines + failed_lines < 40, "the log is flooded: %d accept lines in about 1 s",
+              paused_lines + failed_lines);
     for (int i = 0; i < FLOOD; i++)
         close(fds[i]);
     IT_ASSERT(prlimit(b.pid, RLIMIT_NOFILE, &old, NULL) == 0, "prlimit: %s", strerror(errno));
@@ -408,8 +408,7 @@ START_TEST(origin_same_origin_by_default)
     IT_ASSERT(upgrade_status(b.port, host, line) == 101, "same origin refused");
     snprintf(line, sizeof(line), "Origin: HTTP://127.0.0.1:%d\r\n", b.port);
     IT_ASSERT(upgrade_status(b.port, host, line) == 101, "same origin, other case, refused");
-    IT_ASSERT(upgrade_status(b.port, "broker.example", "Origin: https://broker.example\r\n") ==
-                  101,
+    IT_ASSERT(upgrade_status(b.port, "broker.example", "Origin: https://broker.example\r\n") == 101,
               "https origin behind a TLS proxy (Host without port) refused");
     IT_ASSERT(upgrade_status(b.port, "broker.example:80", "Origin: http://broker.example\r\n") ==
                   101,
@@ -418,7 +417,8 @@ START_TEST(origin_same_origin_by_default)
               "a page of another site may connect by default");
     snprintf(line, sizeof(line), "Origin: http://127.0.0.1:%d\r\n", b.port + 1);
     IT_ASSERT(upgrade_status(b.port, host, line) == 403, "another port's page may connect");
-    IT_ASSERT(upgrade_status(b.port, host, "Origin: \r\n") == 403, "an empty Origin skips the check");
+    IT_ASSERT(upgrade_status(b.port, host, "Origin: \r\n") == 403,
+              "an empty Origin skips the check");
     IT_ASSERT(upgrade_status(b.port, host, "Origin: null\r\n") == 403, "Origin null accepted");
     snprintf(line, sizeof(line), "Origin: http://127.0.0.1:%d/path\r\n", b.port);
     IT_ASSERT(upgrade_status(b.port, host, line) == 403, "an Origin with a path accepted");
@@ -461,8 +461,7 @@ START_TEST(close_codes_outside_the_table_are_counted)
         const char *p = strstr(r.body, "wsbroker_close_frames_received_total{code=\"other\"} ");
         other = p ? atof(p + strlen("wsbroker_close_frames_received_total{code=\"other\"} ")) : 0;
         const char *q = strstr(r.body, "wsbroker_close_frames_sent_total{code=\"other\"} ");
-        double sent =
-            q ? atof(q + strlen("wsbroker_close_frames_sent_total{code=\"other\"} ")) : 0;
+        double sent = q ? atof(q + strlen("wsbroker_close_frames_sent_total{code=\"other\"} ")) : 0;
         it_http_free(&r);
         if (other == 1 && sent == 1)
             break;
@@ -555,8 +554,8 @@ START_TEST(full_inbox_holds_publishers_back)
             IT_ASSERT(msg_parse_server((const char *)ev.data, ev.len, &m) == MSG_OK &&
                           m.op == MSG_S_MESSAGE,
                       "reader got %s", ev.data);
-            IT_ASSERT(m.seq == expect, "reader: seq %llu, expected %llu",
-                      (unsigned long long)m.seq, (unsigned long long)expect);
+            IT_ASSERT(m.seq == expect, "reader: seq %llu, expected %llu", (unsigned long long)m.seq,
+                      (unsigned long long)expect);
             expect++;
             ev = it_recv(reader, 0);
         }
