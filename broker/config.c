@@ -34,6 +34,9 @@ enum {
     OPT_MESSAGE_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_MAX_SUBSCRIPTIONS,
+    OPT_HISTORY,
+    OPT_HISTORY_TTL,
+    OPT_MAX_TOPICS,
     OPT_ALLOWED_ORIGINS,
     OPT_NO_ECHO,
     OPT_WEB_ROOT,
@@ -57,6 +60,9 @@ static const struct option options[] = {
     {"message-timeout", required_argument, NULL, OPT_MESSAGE_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-subscriptions", required_argument, NULL, OPT_MAX_SUBSCRIPTIONS},
+    {"history", required_argument, NULL, OPT_HISTORY},
+    {"history-ttl", required_argument, NULL, OPT_HISTORY_TTL},
+    {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
     {"no-echo", no_argument, NULL, OPT_NO_ECHO},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
@@ -97,6 +103,14 @@ static const char usage[] =
     "                         WebSocket, HTTP); more get 503 (default 0: as many\n"
     "                         as the file descriptor limit allows)\n"
     "  --max-subscriptions N  subscriptions per connection (default 1000)\n"
+    "  --history N            messages retained per topic for 'last'/'since'\n"
+    "                         replay (default 0: none)\n"
+    "  --history-ttl S        retained messages expire after S seconds\n"
+    "                         (default 0: only --history bounds them)\n"
+    "  --max-topics N         topics remembered at once; past it the least\n"
+    "                         recently used topics nobody subscribes to are\n"
+    "                         forgotten, history included (default 1000000;\n"
+    "                         0: no limit)\n"
     "  --allowed-origins LIST browser origins allowed to connect besides the\n"
     "                         broker's own (e.g. https://app.example.com),\n"
     "                         comma-separated; '*' allows any. By default only\n"
@@ -313,6 +327,19 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
             return fail(flag, v, "expected a count from 1 to 1000000");
         cfg->max_subscriptions = (uint32_t)u;
         return 0;
+    case OPT_HISTORY:
+        if (parse_uint(v, 0, 1000000, &u) != 0)
+            return fail(flag, v, "expected a count from 0 to 1000000");
+        cfg->history = (uint32_t)u;
+        return 0;
+    case OPT_HISTORY_TTL:
+        if (parse_seconds(v, 0, 365 * 86400.0, &cfg->history_ttl) != 0)
+            return fail(flag, v, "expected seconds from 0 (no expiry) to 31536000");
+        return 0;
+    case OPT_MAX_TOPICS:
+        if (parse_uint(v, 0, 1000000000, &cfg->max_topics) != 0)
+            return fail(flag, v, "expected a count (0 for no limit)");
+        return 0;
     case OPT_ALLOWED_ORIGINS:
         if (set_origins(cfg, v) != 0)
             return fail(flag, v, "expected a comma-separated list of origins");
@@ -368,6 +395,7 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
     cfg->handshake_timeout = 10;
     cfg->message_timeout = 30;
     cfg->max_subscriptions = 1000;
+    cfg->max_topics = 1000000;
     cfg->echo = true;
     cfg->web = true;
     cfg->log_level = LOG_INFO;

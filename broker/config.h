@@ -33,6 +33,9 @@ typedef struct cfg {
     double message_timeout;   /* a started message must complete within it */
     uint32_t max_connections; /* TCP connections; 0: no limit but the fd limit */
     uint32_t max_subscriptions;
+    uint32_t history;    /* messages retained per topic; 0: none */
+    double history_ttl;  /* seconds a retained message is kept; 0: no limit */
+    uint64_t max_topics; /* topics in the table; 0: no limit */
     bool echo;
     bool web;       /* serve the web client at all */
     char *web_root; /* NULL: the built-in copy */

@@ -303,15 +303,19 @@ bool conn_deliver(conn_t *c, frame_t *f)
     return true;
 }
 
-void conn_after_batch(conn_t *c)
+void conn_settle(wrk_t *w)
 {
-    bool dead = c->flags & CF_DEAD;
-    c->flags &= ~(CF_SLOW | CF_DEAD);
-    if (dead) {
-        conn_abort(c);
-        return;
+    /* Closing may not add to the list (it only delivers control frames). */
+    for (size_t i = 0; i < w->nslow; i++) {
+        conn_t *c = w->slow[i];
+        bool dead = c->flags & CF_DEAD;
+        c->flags &= ~(CF_SLOW | CF_DEAD);
+        if (dead)
+            conn_abort(c);
+        else
+            conn_close_slow(c);
     }
-    conn_close_slow(c);
+    w->nslow = 0;
 }
 
 void conn_close_slow(conn_t *c)

@@ -121,8 +121,8 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer);
 /* Close c as a slow consumer (1008). */
 void conn_close_slow(conn_t *c);
 
-/* Close a connection marked during a delivery batch (slow or failed). */
-void conn_after_batch(conn_t *c);
+/* Close the connections marked during a delivery batch (slow or failed). */
+void conn_settle(wrk_t *w);
 
 /* Drop the TCP connection now. Idempotent. */
 void conn_abort(conn_t *c);

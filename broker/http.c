@@ -365,9 +365,15 @@ static frame_t *metrics(wrk_t *w, bool head_only)
     stats_t *all[CFG_MAX_WORKERS];
     for (int i = 0; i < b->nworkers; i++)
         all[i] = &b->workers[i]->stats;
+    reg_stats_t rs;
+    reg_get_stats(b->reg, &rs);
+    stats_global_t g = {.topics = rs.topics,
+                        .topics_evicted = rs.evicted,
+                        .retained = rs.retained,
+                        .log_dropped = log_dropped(),
+                        .uptime_s = (double)(uv_hrtime() - b->start_ns) / 1e9};
     size_t len;
-    double up = (double)(uv_hrtime() - b->start_ns) / 1e9;
-    char *text = stats_render(all, b->nworkers, reg_topic_count(b->reg), up, log_dropped(), &len);
+    char *text = stats_render(all, b->nworkers, &g, &len);
     if (text == NULL)
         return http_error(500, "out of memory");
     frame_t *f =

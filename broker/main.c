@@ -142,7 +142,11 @@ int main(int argc, char **argv)
     smap_seed(key);
 
     broker_t b = {.cfg = &cfg, .nworkers = cfg.workers, .start_ns = uv_hrtime()};
-    b.reg = reg_new(cfg.workers, wrk_post, &b);
+    reg_cfg_t regcfg = {.nworkers = cfg.workers,
+                        .history = cfg.history,
+                        .history_ttl_ms = (uint64_t)(cfg.history_ttl * 1000.0 + 0.5),
+                        .max_topics = cfg.max_topics};
+    b.reg = reg_new(&regcfg, wrk_post, &b);
     b.workers = calloc((size_t)cfg.workers, sizeof(*b.workers));
     if (b.reg == NULL || b.workers == NULL) {
         LOG(LOG_ERROR, -1, 0, "startup_failed", "error=ENOMEM");

@@ -26,6 +26,8 @@ typedef struct lpat {
     char pattern[];
 } lpat_t;
 
+typedef struct rfilter rfilter_t;
+
 typedef struct sub {
     link_t by_pattern;
     link_t by_conn;
@@ -34,7 +36,28 @@ typedef struct sub {
     /* Concrete topics: messages with seq <= after_seq predate the
      * subscription's ack and are not delivered on it. */
     uint64_t after_seq;
+    /* Wildcard subscriptions that replayed history: the same, per topic,
+     * until the inbox has been drained once (see rfilter_t). */
+    rfilter_t *filter;
 } sub_t;
+
+/* A wildcard subscription that replayed topics' history must not get the
+ * frames of those topics up to the replay's snapshot a second time from
+ * the inbox. Every such frame was already in the inbox when the snapshot
+ * was taken (posting and the snapshot take the same lock), so the filter
+ * is needed only until the next inbox drain has run. */
+typedef struct rf_entry {
+    uint64_t seq;
+    size_t len;
+    char topic[];
+} rf_entry_t;
+
+struct rfilter {
+    link_t link;  /* w->filters */
+    uint64_t gen; /* needed until drain number gen has run */
+    sub_t *s;
+    smap_t seqs; /* topic -> rf_entry_t */
+};
 
 /* ---- Replies. ---- */
 
@@ -134,9 +157,34 @@ static sub_t *add_sub(conn_t *c, const char *pattern, size_t len, bool wildcard)
     return s;
 }
 
+static void rfilter_free(rfilter_t *f)
+{
+    if (f == NULL)
+        return;
+    link_remove(&f->link);
+    for (size_t i = 0; i < f->seqs.cap; i++)
+        if (f->seqs.slots[i].hash != 0)
+            free(f->seqs.slots[i].value);
+    smap_destroy(&f->seqs);
+    f->s->filter = NULL;
+    free(f);
+}
+
+void pubsub_drained(wrk_t *w, uint64_t gen)
+{
+    link_t *l;
+    while ((l = link_first(&w->filters)) != NULL) {
+        rfilter_t *f = link_entry(l, rfilter_t, link);
+        if (f->gen > gen)
+            break; /* in creation order: the rest are newer */
+        rfilter_free(f);
+    }
+}
+
 static void remove_sub(wrk_t *w, sub_t *s)
 {
     lpat_t *p = s->p;
+    rfilter_free(s->filter);
     link_remove(&s->by_pattern);
     link_remove(&s->by_conn);
     s->c->nsubs--;
@@ -166,6 +214,64 @@ static bool check_topic(conn_t *c, const msg_request_t *req, bool pattern)
         return true;
     reply_error(c, req->id, "bad_topic", topic_strerror(te));
     return false;
+}
+
+/* Queue retained frames (references owned by the caller's array) on c. */
+static void replay(conn_t *c, frame_t **frames, size_t n)
+{
+    unsigned queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (conn_deliver(c, frames[i])) {
+            queued++;
+            frames[i] = NULL; /* the output ring holds this reference now */
+        }
+    }
+    STAT_ADD(&c->w->stats, replayed, queued);
+}
+
+typedef struct pattern_replay {
+    conn_t *c;
+    sub_t *s;
+    int failed;
+} pattern_replay_t;
+
+static void replay_topic(void *arg, uint64_t seq, frame_t **frames, size_t n)
+{
+    pattern_replay_t *pr = arg;
+    sub_t *s = pr->s;
+    wrk_t *w = pr->c->w;
+    const char *topic = frames[0]->topic;
+    size_t tlen = frames[0]->topic_len;
+    if (s->filter == NULL && !pr->failed) {
+        s->filter = calloc(1, sizeof(*s->filter));
+        if (s->filter != NULL) {
+            s->filter->s = s;
+            s->filter->gen = w->drains;
+            smap_init(&s->filter->seqs);
+            link_insert_tail(&w->filters, &s->filter->link);
+        }
+    }
+    rf_entry_t *e = s->filter ? malloc(sizeof(*e) + tlen + 1) : NULL;
+    if (e != NULL) {
+        e->seq = seq;
+        e->len = tlen;
+        memcpy(e->topic, topic, tlen);
+        e->topic[tlen] = '\0';
+        if (smap_put(&s->filter->seqs, e->topic, tlen, e) != 0) {
+            free(e);
+            e = NULL;
+        }
+    }
+    if (e == NULL) {
+        /* Without a filter entry the replay could be followed by
+         * duplicates: replay nothing of this topic instead. */
+        pr->failed = 1;
+    } else {
+        replay(pr->c, frames, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (frames[i] != NULL)
+            frame_unref(frames[i]);
 }
 
 static void do_subscribe(conn_t *c, const msg_request_t *req)
@@ -198,26 +304,42 @@ static void do_subscribe(conn_t *c, const msg_request_t *req)
         created = true;
     }
     msg_ack_t ack = {.id = req->id, .recovered = -1};
-    if (!wildcard) {
-        /* Read after the interest is registered: every later seq reaches
-         * this connection, every earlier one is filtered out. */
-        uint64_t seq = reg_topic_seq(w->b->reg, t, tlen);
-        if (created)
-            s->after_seq = seq;
-        ack.has_seq = true;
-        ack.seq = seq;
-        ack.epoch = reg_epoch(w->b->reg);
-        if (req->has_since) {
-            /* No retained history: recovery succeeds only when nothing was
-             * published since the client's last seq in this epoch. */
-            bool same_epoch =
-                !req->has_epoch || (req->epoch.len == strlen(ack.epoch) &&
-                                    memcmp(req->epoch.p, ack.epoch, req->epoch.len) == 0);
-            ack.recovered = same_epoch && req->since == seq;
-        }
-    }
     LOG(LOG_DEBUG, w->id, c->id, "subscribe", "topic=%.*s", (int)tlen, t);
+    if (wildcard) {
+        reply_ack(c, &ack);
+        if (created && req->has_last && req->last > 0 && c->state == CONN_OPEN) {
+            pattern_replay_t pr = {c, s, 0};
+            if (reg_replay_pattern(w->b->reg, t, tlen, req->last, replay_topic, &pr) != 0)
+                conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            conn_settle(w);
+        }
+        return;
+    }
+    /* The snapshot is taken after the interest is registered: every later
+     * seq reaches this connection, every earlier one is filtered out. */
+    reg_sub_t rs = {.has_since = req->has_since,
+                    .since = req->since,
+                    .epoch = req->has_epoch ? req->epoch.p : NULL,
+                    .epoch_len = req->epoch.len,
+                    .last = req->has_last ? (int64_t)req->last : -1};
+    if (reg_subscribe(w->b->reg, t, tlen, &rs) != 0) {
+        conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return;
+    }
+    ack.has_seq = true;
+    ack.seq = rs.seq;
+    ack.epoch = rs.topic_epoch;
+    if (req->has_since)
+        ack.recovered = created ? rs.recovered : rs.recovered && rs.nframes == 0;
     reply_ack(c, &ack);
+    if (created) {
+        /* An existing subscription is live already: nothing to replay. */
+        s->after_seq = rs.seq;
+        if (c->state == CONN_OPEN)
+            replay(c, rs.frames, rs.nframes);
+    }
+    reg_sub_release(&rs);
+    conn_settle(w);
 }
 
 static void do_unsubscribe(conn_t *c, const msg_request_t *req)
@@ -316,6 +438,11 @@ static void deliver_pattern(void *value, void *arg)
         conn_t *c = s->c;
         if (c->stamp == stamp || (!p->wildcard && d->f->seq <= s->after_seq))
             continue;
+        if (s->filter != NULL) {
+            rf_entry_t *e = smap_get(&s->filter->seqs, d->f->topic, d->f->topic_len);
+            if (e != NULL && d->f->seq <= e->seq)
+                continue; /* replayed already */
+        }
         c->stamp = stamp;
         if (conn_deliver(c, d->f))
             d->queued++;

@@ -28,4 +28,8 @@ void pubsub_unsubscribe_all(conn_t *c);
  * Takes over the caller's reference to f. */
 void pubsub_deliver(wrk_t *w, frame_t *f);
 
+/* Inbox drain number gen is complete: replay filters that waited for it
+ * are no longer needed. */
+void pubsub_drained(wrk_t *w, uint64_t gen);
+
 #endif

@@ -95,6 +95,8 @@ static const metric_t metrics[] = {
     M(publish_throttles, "wsbroker_publish_throttles_total", "counter",
       "Times a publisher's input was held back because a worker's inbox was full."),
     M(delivered, "wsbroker_messages_delivered_total", "counter", "Messages queued to subscribers."),
+    M(replayed, "wsbroker_messages_replayed_total", "counter",
+      "Retained messages queued to subscribers for last/since."),
     M(bytes_in, "wsbroker_bytes_received_total", "counter", "Bytes read from clients."),
     M(bytes_out, "wsbroker_bytes_sent_total", "counter", "Bytes written to clients."),
     M(slow_closes, "wsbroker_slow_consumer_closes_total", "counter",
@@ -111,8 +113,7 @@ static uint64_t field(const stats_t *s, size_t offset)
     return LOAD(*(_Atomic uint64_t *)((char *)s + offset));
 }
 
-char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s,
-                   uint64_t log_dropped, size_t *len)
+char *stats_render(stats_t *const *workers, int n, const stats_global_t *g, size_t *len)
 {
     out_t o = {malloc(8192), 0, 8192, 0};
     if (o.buf == NULL)
@@ -169,6 +170,10 @@ char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptim
     put(&o,
         "# HELP wsbroker_topics Topics with a sequence number.\n# TYPE wsbroker_topics gauge\n"
         "wsbroker_topics %llu\n"
+        "# HELP wsbroker_topics_evicted_total Topics forgotten to stay within --max-topics.\n"
+        "# TYPE wsbroker_topics_evicted_total counter\nwsbroker_topics_evicted_total %llu\n"
+        "# HELP wsbroker_messages_retained Messages held in history.\n"
+        "# TYPE wsbroker_messages_retained gauge\nwsbroker_messages_retained %llu\n"
         "# HELP wsbroker_workers Worker threads.\n# TYPE wsbroker_workers gauge\n"
         "wsbroker_workers %d\n"
         "# HELP wsbroker_uptime_seconds Seconds since start.\n"
@@ -176,7 +181,8 @@ char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptim
         "# HELP wsbroker_log_lines_dropped_total Log lines dropped because stderr did not keep "
         "up.\n# TYPE wsbroker_log_lines_dropped_total counter\n"
         "wsbroker_log_lines_dropped_total %llu\n",
-        (unsigned long long)topics, n, uptime_s, (unsigned long long)log_dropped);
+        (unsigned long long)g->topics, (unsigned long long)g->topics_evicted,
+        (unsigned long long)g->retained, n, g->uptime_s, (unsigned long long)g->log_dropped);
     if (o.failed) {
         free(o.buf);
         return NULL;

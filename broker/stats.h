@@ -29,6 +29,7 @@ typedef struct stats {
     _Atomic uint64_t published;
     _Atomic uint64_t publish_throttles; /* publishers held back by full inboxes */
     _Atomic uint64_t delivered;
+    _Atomic uint64_t replayed; /* retained messages sent for last/since */
     _Atomic uint64_t bytes_in;
     _Atomic uint64_t bytes_out;
     _Atomic uint64_t slow_closes;
@@ -50,10 +51,16 @@ typedef struct stats {
 void stats_close_sent(stats_t *s, uint16_t code);
 void stats_close_received(stats_t *s, uint16_t code);
 
-/* Render the Prometheus exposition of n workers' stats into a malloc'd
- * NUL-terminated buffer (caller frees). topics: topics known to the registry.
- * NULL on ENOMEM. */
-char *stats_render(stats_t *const *workers, int n, uint64_t topics, double uptime_s,
-                   uint64_t log_dropped, size_t *len);
+/* Figures that are not per worker. */
+typedef struct stats_global {
+    uint64_t topics, topics_evicted, retained;
+    uint64_t log_dropped;
+    double uptime_s;
+} stats_global_t;
+
+/* Render the Prometheus exposition of n workers' stats and the global
+ * figures into a malloc'd NUL-terminated buffer (caller frees). NULL on
+ * ENOMEM. */
+char *stats_render(stats_t *const *workers, int n, const stats_global_t *g, size_t *len);
 
 #endif

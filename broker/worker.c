@@ -82,6 +82,7 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->msg_list);
     link_init(&w->pending);
     link_init(&w->throttled);
+    link_init(&w->filters);
     if (uv_loop_init(&w->loop) != 0) {
         free(w);
         return NULL;
@@ -160,11 +161,11 @@ static void drain_inbox(wrk_t *w)
             if (atomic_load(&b->workers[i]->has_throttled))
                 uv_async_send(&b->workers[i]->wake);
     }
+    uint64_t gen = w->drains++;
     for (size_t i = 0; i < n; i++)
         pubsub_deliver(w, batch[i]);
-    for (size_t i = 0; i < w->nslow; i++)
-        conn_after_batch(w->slow[i]);
-    w->nslow = 0;
+    conn_settle(w);
+    pubsub_drained(w, gen);
 }
 
 /* Let throttled connections go on once none of the workers they posted to
@@ -188,6 +189,7 @@ static void release_throttled(wrk_t *w)
     batch.next->prev = &batch;
     batch.prev->next = &batch;
     link_init(&w->throttled);
+    link_init(&w->filters);
     w->throttle_mask = 0;
     atomic_store(&w->has_throttled, false);
     link_t *l;
@@ -229,6 +231,12 @@ static void on_tick(uv_timer_t *t)
     link_t *l;
 
     release_throttled(w);
+    /* Expired history of idle topics: a sweep per TTL, at most one a second. */
+    uint64_t period = ms(cfg->history_ttl) > 1000 ? ms(cfg->history_ttl) : 1000;
+    if (cfg->history_ttl > 0 && now - w->swept >= period) {
+        w->swept = now;
+        reg_sweep(w->b->reg, w->id, w->b->nworkers);
+    }
 
     while ((l = link_first(&w->hs_list)) != NULL) {
         conn_t *c = link_entry(l, conn_t, sup);

@@ -53,6 +53,9 @@ struct wrk {
     size_t batch_cap;
 
     ptable_t subs;              /* pattern -> lpat_t */
+    link_t filters;             /* replay filters (pubsub.c), oldest first */
+    uint64_t drains;            /* inbox drains started */
+    uint64_t swept;             /* ms: the last history sweep */
     link_t conns;               /* every connection of this worker */
     link_t hs_list;             /* HTTP state, by accept time */
     link_t ping_list;           /* open, by time of the last Ping */
