@@ -37,6 +37,11 @@ enum {
     OPT_HISTORY,
     OPT_HISTORY_TTL,
     OPT_MAX_TOPICS,
+    OPT_AUTH_SECRET,
+    OPT_AUTH_SECRET_FILE,
+    OPT_RATE_LIMIT,
+    OPT_RATE_BURST,
+    OPT_MAX_CONNS_PER_IP,
     OPT_ALLOWED_ORIGINS,
     OPT_NO_ECHO,
     OPT_WEB_ROOT,
@@ -63,6 +68,11 @@ static const struct option options[] = {
     {"history", required_argument, NULL, OPT_HISTORY},
     {"history-ttl", required_argument, NULL, OPT_HISTORY_TTL},
     {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
+    {"auth-secret", required_argument, NULL, OPT_AUTH_SECRET},
+    {"auth-secret-file", required_argument, NULL, OPT_AUTH_SECRET_FILE},
+    {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
+    {"rate-burst", required_argument, NULL, OPT_RATE_BURST},
+    {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNS_PER_IP},
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
     {"no-echo", no_argument, NULL, OPT_NO_ECHO},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
@@ -75,6 +85,7 @@ static const struct option options[] = {
 
 static const char usage[] =
     "Usage: wsbroker [OPTION]...\n"
+    "       wsbroker token [OPTION]...   (mint a token: wsbroker token --help)\n"
     "WebSocket publish/subscribe broker (RFC 6455; protocol: PROTOCOL.md).\n"
     "\n"
     "Every option can also be set by an environment variable: --max-backlog is\n"
@@ -111,6 +122,19 @@ static const char usage[] =
     "                         recently used topics nobody subscribes to are\n"
     "                         forgotten, history included (default 1000000;\n"
     "                         0: no limit)\n"
+    "  --max-connections-per-ip N\n"
+    "                         connections at once from one IPv4 address or\n"
+    "                         IPv6 /64; more get 503 (default 0: no limit)\n"
+    "  --rate-limit R         publishes per second per connection; more get a\n"
+    "                         rate_limited error, and a connection refused for\n"
+    "                         5 s in a row is closed with 1008 (default 0: off)\n"
+    "  --rate-burst N         publishes allowed at once before --rate-limit\n"
+    "                         applies (default: the rate, at least 1)\n"
+    "  --auth-secret S        require an HS256 JWT signed with S on /ws (header\n"
+    "                         Authorization: Bearer, or ?token=); see PROTOCOL.md\n"
+    "                         section 6 and 'wsbroker token --help'\n"
+    "  --auth-secret-file F   the same, the secret read from file F (a final\n"
+    "                         newline is dropped)\n"
     "  --allowed-origins LIST browser origins allowed to connect besides the\n"
     "                         broker's own (e.g. https://app.example.com),\n"
     "                         comma-separated; '*' allows any. By default only\n"
@@ -256,6 +280,58 @@ static int set_origins(cfg_t *cfg, const char *list)
     return 0;
 }
 
+const char *cfg_read_secret(const char *v, bool file, uint8_t **key, size_t *len)
+{
+    char *k = NULL;
+    size_t n = 0;
+    if (file) {
+        FILE *f = fopen(v, "rb");
+        if (f == NULL)
+            return strerror(errno);
+        char buf[4096];
+        n = fread(buf, 1, sizeof(buf), f);
+        bool more = fgetc(f) != EOF;
+        fclose(f);
+        if (more)
+            return "the secret file is larger than 4 KiB";
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        k = malloc(n + 1);
+        if (k != NULL)
+            memcpy(k, buf, n);
+        explicit_bzero(buf, sizeof(buf));
+    } else {
+        n = strlen(v);
+        k = strdup(v);
+    }
+    if (k == NULL)
+        return "out of memory";
+    if (n == 0) {
+        free(k);
+        return "the secret is empty";
+    }
+    *key = (uint8_t *)k;
+    *len = n;
+    return NULL;
+}
+
+/* The HS256 key, given directly or in a file. */
+static int set_secret(cfg_t *cfg, const char *flag, const char *v, bool file)
+{
+    uint8_t *key;
+    size_t len;
+    const char *err = cfg_read_secret(v, file, &key, &len);
+    if (err != NULL)
+        return fail(flag, file ? v : "(hidden)", err);
+    if (cfg->auth_key != NULL) {
+        explicit_bzero(cfg->auth_key, cfg->auth_key_len);
+        free(cfg->auth_key);
+    }
+    cfg->auth_key = key;
+    cfg->auth_key_len = len;
+    return 0;
+}
+
 /* Apply one option; flag is the name for messages ("--port" or the env var). */
 static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
 {
@@ -339,6 +415,22 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
     case OPT_MAX_TOPICS:
         if (parse_uint(v, 0, 1000000000, &cfg->max_topics) != 0)
             return fail(flag, v, "expected a count (0 for no limit)");
+        return 0;
+    case OPT_AUTH_SECRET:
+    case OPT_AUTH_SECRET_FILE:
+        return set_secret(cfg, flag, v, opt == OPT_AUTH_SECRET_FILE);
+    case OPT_RATE_LIMIT:
+        if (parse_seconds(v, 0, 1e9, &cfg->rate_limit) != 0)
+            return fail(flag, v, "expected publishes per second (0 for no limit)");
+        return 0;
+    case OPT_RATE_BURST:
+        if (parse_seconds(v, 1, 1e9, &cfg->rate_burst) != 0)
+            return fail(flag, v, "expected a number of publishes, at least 1");
+        return 0;
+    case OPT_MAX_CONNS_PER_IP:
+        if (parse_uint(v, 0, 100000000, &u) != 0)
+            return fail(flag, v, "expected a count (0 for no limit)");
+        cfg->max_conns_per_ip = (uint32_t)u;
         return 0;
     case OPT_ALLOWED_ORIGINS:
         if (set_origins(cfg, v) != 0)
@@ -438,11 +530,18 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
                 argv[optind]);
         return 2;
     }
+    if (cfg->rate_limit > 0 && cfg->rate_burst == 0)
+        cfg->rate_burst = cfg->rate_limit < 1 ? 1 : cfg->rate_limit;
     return 0;
 }
 
 void cfg_free(cfg_t *cfg)
 {
+    if (cfg->auth_key != NULL) {
+        explicit_bzero(cfg->auth_key, cfg->auth_key_len);
+        free(cfg->auth_key);
+        cfg->auth_key = NULL;
+    }
     free(cfg->web_root);
     cfg->web_root = NULL;
     free_origins(cfg);

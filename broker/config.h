@@ -36,6 +36,11 @@ typedef struct cfg {
     uint32_t history;    /* messages retained per topic; 0: none */
     double history_ttl;  /* seconds a retained message is kept; 0: no limit */
     uint64_t max_topics; /* topics in the table; 0: no limit */
+    uint8_t *auth_key;   /* --auth-secret(-file): HS256 key; NULL: no auth */
+    size_t auth_key_len;
+    double rate_limit;         /* publishes per second per connection; 0: none */
+    double rate_burst;         /* bucket size; 0: rate_limit (at least 1) */
+    uint32_t max_conns_per_ip; /* 0: no limit */
     bool echo;
     bool web;       /* serve the web client at all */
     char *web_root; /* NULL: the built-in copy */
@@ -51,6 +56,11 @@ typedef struct cfg {
 int cfg_load(cfg_t *cfg, int argc, char **argv);
 
 void cfg_free(cfg_t *cfg);
+
+/* An HS256 secret: the value itself, or (file) the content of the file it
+ * names without a final newline. Returns NULL and a malloc'd *key, or a
+ * reason. */
+const char *cfg_read_secret(const char *value, bool file, uint8_t **key, size_t *len);
 
 /* True if a handshake with this Origin header (present, maybe empty) may
  * proceed: the same origin as its Host header (scheme's default port

@@ -12,6 +12,7 @@
 
 #include <wsproto/ws_handshake.h>
 
+#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "pubsub.h"
@@ -91,9 +92,26 @@ void conn_accept(wrk_t *w, int fd)
         refuse(w, fd, w->phase > 0 ? "server shutting down" : "connection limit reached");
         return;
     }
+    lim_ip_t *ip = NULL;
+    if (b->ips != NULL) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        bool full = false;
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+            ip = lim_ip_acquire(b->ips, (struct sockaddr *)&ss, &full);
+        if (ip == NULL) {
+            atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+            if (full)
+                STAT_ADD(&w->stats, refused_per_ip, 1);
+            refuse(w, fd, full ? "too many connections from this address" : "out of memory");
+            return;
+        }
+    }
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        if (ip != NULL)
+            lim_ip_release(b->ips, ip);
         refuse(w, fd, "out of memory");
         return;
     }
@@ -101,12 +119,15 @@ void conn_accept(wrk_t *w, int fd)
     c->tcp.data = c;
     if (uv_tcp_open(&c->tcp, fd) != 0) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        if (ip != NULL)
+            lim_ip_release(b->ips, ip);
         close(fd);
         uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
         return;
     }
     c->w = w;
     c->id = ++w->next_id;
+    c->ip = ip;
     link_insert_tail(&w->conns, &c->all);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
@@ -119,18 +140,18 @@ void conn_accept(wrk_t *w, int fd)
     if (log_min_level <= LOG_DEBUG) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
-        char ip[64] = "?";
+        char peer[64] = "?";
         int port = 0;
         if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
             if (ss.ss_family == AF_INET6) {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+                uv_ip6_name((struct sockaddr_in6 *)&ss, peer, sizeof(peer));
                 port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
             } else {
-                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+                uv_ip4_name((struct sockaddr_in *)&ss, peer, sizeof(peer));
                 port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
             }
         }
-        LOG(LOG_DEBUG, w->id, c->id, "accept", "peer=%s:%d", ip, port);
+        LOG(LOG_DEBUG, w->id, c->id, "accept", "peer=%s:%d", peer, port);
     }
 }
 
@@ -532,7 +553,7 @@ void conn_abort(conn_t *c)
         return;
     wrk_t *w = c->w;
     if (c->endpoint == EP_PUBSUB)
-        pubsub_unsubscribe_all(c);
+        pubsub_close(c);
     c->state = CONN_CLOSED;
     link_remove(&c->sup);
     link_remove(&c->wait);
@@ -566,6 +587,8 @@ static void on_close(uv_handle_t *h)
     w->nconns--;
     STAT_SUB(&w->stats, tcp_open, 1);
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
+    if (c->ip != NULL)
+        lim_ip_release(w->b->ips, c->ip);
     free(c);
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
@@ -582,7 +605,7 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
     if (c->state == CONN_OPEN) {
         c->state = CONN_CLOSING;
         if (c->endpoint == EP_PUBSUB)
-            pubsub_unsubscribe_all(c);
+            pubsub_close(c);
         link_remove(&c->wait);
         link_remove(&c->partial);
         sup_move(c, &c->w->closing_list);
@@ -689,12 +712,16 @@ void conn_http_error(conn_t *c, int status, const char *message)
     conn_http_finish(c, http_error(status, message));
 }
 
-void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response)
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth)
 {
     wrk_t *w = c->w;
+    c->auth = auth; /* freed with the session (pubsub_close) or here */
     conn_send(c, response);
-    if (c->state == CONN_CLOSED)
+    if (c->state == CONN_CLOSED) {
+        auth_free(c->auth);
+        c->auth = NULL;
         return;
+    }
     c->state = CONN_OPEN;
     c->endpoint = (uint8_t)ep;
     c->flags |= CF_WS;

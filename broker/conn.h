@@ -26,6 +26,7 @@
 #include <wsproto/ws_frame.h>
 
 #include "frame.h"
+#include "limit.h"
 #include "link.h"
 #include "worker.h"
 
@@ -58,6 +59,9 @@ enum {
 };
 
 struct fileop;
+struct auth;
+struct expiry;
+struct lim_ip;
 
 typedef struct conn {
     uv_tcp_t tcp; /* tcp.data == this */
@@ -87,7 +91,13 @@ typedef struct conn {
     uint8_t *msg; /* unfinished message, or NULL */
     size_t msg_len, msg_cap;
     struct fileop *file; /* a static file being sent (http.c), or NULL */
-    uint8_t *stash;      /* input read but held back while throttled */
+    struct lim_ip *ip;   /* its address's count (--max-connections-per-ip) */
+
+    /* /ws session (pubsub.c) */
+    struct auth *auth;     /* grants of its token (--auth-secret), or NULL */
+    struct expiry *expiry; /* closes it when the token expires, or NULL */
+    lim_rate_t rate;       /* --rate-limit */
+    uint8_t *stash;        /* input read but held back while throttled */
     uint32_t stash_len;
 
     /* output: ring of frames; the first q_inflight are in a uv_write */
@@ -158,8 +168,9 @@ void conn_http_pending(conn_t *c);
 void conn_http_done(conn_t *c);
 
 /* The upgrade succeeded: queue the 101 response (NULL: out of memory) and
- * switch to the WebSocket endpoint ep. */
-void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response);
+ * switch to the WebSocket endpoint ep, with the grants of its token (or
+ * NULL; the connection owns them now). */
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth);
 
 /* Bytes of WebSocket frames (early frames sent right after the head). */
 void conn_ws_input(conn_t *c, uint8_t *buf, size_t len);

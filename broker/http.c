@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <wsproto/ws_handshake.h>
 
 #include "assets.h"
+#include "auth.h"
 #include "broker.h"
 #include "conn.h"
 #include "log.h"
@@ -58,6 +60,7 @@ frame_t *http_error(int status, const char *message)
         n = (int)sizeof(body) - 1;
     const char *extra = status == 405   ? "Allow: GET, HEAD\r\n"
                         : status == 426 ? "Sec-WebSocket-Version: 13\r\n"
+                        : status == 401 ? "WWW-Authenticate: Bearer realm=\"wsbroker\"\r\n"
                                         : NULL;
     return response(status, "text/plain; charset=utf-8", body, (size_t)n, false, extra);
 }
@@ -448,6 +451,14 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
         status = 503;
         why = "server shutting down";
     }
+    auth_t *auth = NULL;
+    if (status == 101 && ep == EP_PUBSUB && cfg->auth_key != NULL) {
+        auth = auth_check(cfg->auth_key, cfg->auth_key_len, req, (int64_t)time(NULL), &why);
+        if (auth == NULL) {
+            status = 401;
+            STAT_ADD(&w->stats, auth_failures, 1);
+        }
+    }
     if (status != 101) {
         STAT_ADD(&w->stats, handshake_rejects, 1);
         LOG_LIMITED(LOG_INFO, w->id, c->id, "handshake_rejected",
@@ -459,11 +470,13 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
     char resp[512];
     int n = wsh_write_101(resp, sizeof(resp), &up, NULL);
     if (n < 0) {
+        auth_free(auth);
         conn_abort(c);
         return;
     }
-    LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s", (int)req->path.len, req->path.p);
-    conn_open_ws(c, ep, frame_raw(resp, (size_t)n));
+    LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s sub=\"%s\"", (int)req->path.len, req->path.p,
+        auth ? auth_subject(auth) : "");
+    conn_open_ws(c, ep, frame_raw(resp, (size_t)n), auth);
 }
 
 static void on_request(conn_t *c, const wsh_request_t *req)

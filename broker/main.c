@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 #include "log.h"
 #include "registry.h"
 #include "smap.h"
+#include "token.h"
 #include "worker.h"
 
 void broker_shutdown(broker_t *b)
@@ -117,6 +119,8 @@ static int connection_limit(const cfg_t *cfg, uint64_t fd_limit)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "token") == 0)
+        return token_main(argc - 1, argv + 1);
     cfg_t cfg;
     int rc = cfg_load(&cfg, argc, argv);
     if (rc != 0) {
@@ -160,6 +164,10 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (cfg.max_conns_per_ip > 0 && (b.ips = lim_ips_new(cfg.max_conns_per_ip)) == NULL) {
+        LOG(LOG_ERROR, -1, 0, "startup_failed", "error=ENOMEM");
+        return 1;
+    }
     int limit = connection_limit(&cfg, fd_limit);
     if (limit < 0)
         return 2;
@@ -191,6 +199,7 @@ int main(int argc, char **argv)
         wrk_free(b.workers[i]);
     free(b.workers);
     reg_free(b.reg);
+    lim_ips_free(b.ips);
     LOG(LOG_INFO, -1, 0, "stopped", NULL);
     log_stop();
     cfg_free(&cfg);

@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <wsproto/msg.h>
 #include <wsproto/topic.h>
 
+#include "auth.h"
 #include "log.h"
 #include "registry.h"
 
@@ -91,11 +93,69 @@ static void reply_ack(conn_t *c, const msg_ack_t *ack)
     send_text(c, f, msg_encode_ack((char *)frame_payload(f), cap, ack));
 }
 
+static void remove_sub(wrk_t *w, sub_t *s);
+
+/* ---- Session. ---- */
+
+struct expiry {
+    uv_timer_t timer;
+    conn_t *c; /* NULL once the connection has gone */
+};
+
+static void on_expiry_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_token_expired(uv_timer_t *t)
+{
+    struct expiry *e = t->data;
+    conn_t *c = e->c;
+    if (c == NULL || c->state != CONN_OPEN)
+        return;
+    STAT_ADD(&c->w->stats, tokens_expired, 1);
+    LOG(LOG_INFO, c->w->id, c->id, "token_expired", "sub=\"%s\"", auth_subject(c->auth));
+    conn_close(c, WS_CLOSE_POLICY, "token expired", false);
+}
+
+void pubsub_close(conn_t *c)
+{
+    if (c->expiry != NULL) {
+        c->expiry->c = NULL;
+        uv_close((uv_handle_t *)&c->expiry->timer, on_expiry_closed);
+        c->expiry = NULL;
+    }
+    auth_free(c->auth);
+    c->auth = NULL;
+    if (c->subs.next == NULL)
+        return; /* never opened as /ws */
+    while (!link_empty(&c->subs))
+        remove_sub(c->w, link_entry(c->subs.next, sub_t, by_conn));
+}
+
 void pubsub_open(conn_t *c)
 {
     wrk_t *w = c->w;
     char client[32], buf[256];
     link_init(&c->subs);
+    if (w->cfg->rate_limit > 0)
+        lim_rate_init(&c->rate, w->cfg->rate_burst, wrk_now(w));
+    int64_t exp = c->auth ? auth_expires(c->auth) : 0;
+    if (exp > 0) {
+        struct expiry *e = malloc(sizeof(*e));
+        if (e == NULL) {
+            conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            return;
+        }
+        e->c = c;
+        uv_timer_init(&w->loop, &e->timer);
+        e->timer.data = e;
+        c->expiry = e;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t left_ms = exp * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+        uv_timer_start(&e->timer, on_token_expired, left_ms > 0 ? (uint64_t)left_ms : 0, 0);
+    }
     snprintf(client, sizeof(client), "%d-%llu", w->id, (unsigned long long)c->id);
     size_t n = msg_encode_hello(buf, sizeof(buf), client, "wsbroker/" WSBROKER_VERSION,
                                 w->cfg->ping_interval, w->cfg->max_message);
@@ -197,14 +257,6 @@ static void remove_sub(wrk_t *w, sub_t *s)
     }
 }
 
-void pubsub_unsubscribe_all(conn_t *c)
-{
-    if (c->subs.next == NULL)
-        return; /* never opened as /ws */
-    while (!link_empty(&c->subs))
-        remove_sub(c->w, link_entry(c->subs.next, sub_t, by_conn));
-}
-
 /* ---- Ops. ---- */
 
 static bool check_topic(conn_t *c, const msg_request_t *req, bool pattern)
@@ -214,6 +266,50 @@ static bool check_topic(conn_t *c, const msg_request_t *req, bool pattern)
         return true;
     reply_error(c, req->id, "bad_topic", topic_strerror(te));
     return false;
+}
+
+/* --rate-limit: true if c may publish now; otherwise the error is sent,
+ * and a connection that keeps going over the limit (refused at least once
+ * a second) for RATE_CLOSE_MS is closed. */
+#define RATE_CLOSE_MS 5000
+
+static bool rate_ok(conn_t *c, const msg_request_t *req)
+{
+    wrk_t *w = c->w;
+    const cfg_t *cfg = w->cfg;
+    if (cfg->rate_limit <= 0)
+        return true;
+    uint64_t now = wrk_now(w);
+    if (lim_rate_take(&c->rate, cfg->rate_limit, cfg->rate_burst, now))
+        return true;
+    STAT_ADD(&w->stats, rate_limited, 1);
+    if (lim_rate_refused(&c->rate, now) >= RATE_CLOSE_MS) {
+        STAT_ADD(&w->stats, rate_closes, 1);
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "rate_limit_close", "rate=%g burst=%g", cfg->rate_limit,
+                    cfg->rate_burst);
+        conn_close(c, WS_CLOSE_POLICY, "rate limit exceeded", false);
+        return false;
+    }
+    reply_error(c, req->id, "rate_limited", "publishing faster than the broker's --rate-limit");
+    return false;
+}
+
+static bool forbidden(conn_t *c, const msg_request_t *req, bool publish)
+{
+    if (c->auth == NULL)
+        return false;
+    bool ok = publish ? auth_may_publish(c->auth, req->topic.p, req->topic.len)
+                      : auth_may_subscribe(c->auth, req->topic.p, req->topic.len);
+    if (ok)
+        return false;
+    STAT_ADD(&c->w->stats, forbidden, 1);
+    LOG(LOG_DEBUG, c->w->id, c->id, "forbidden", "sub=\"%s\" op=%s topic=%.*s",
+        auth_subject(c->auth), publish ? "publish" : "subscribe", (int)req->topic.len,
+        req->topic.p);
+    reply_error(c, req->id, "forbidden",
+                publish ? "the token does not allow publishing to this topic"
+                        : "the token does not allow subscribing to this pattern");
+    return true;
 }
 
 /* Queue retained frames (references owned by the caller's array) on c. */
@@ -286,6 +382,8 @@ static void do_subscribe(conn_t *c, const msg_request_t *req)
         reply_error(c, req->id, "bad_request", "\"since\" needs a concrete topic, not a pattern");
         return;
     }
+    if (forbidden(c, req, false))
+        return;
     sub_t *s = find_sub(c, t, tlen);
     bool created = false;
     if (s == NULL) {
@@ -359,7 +457,7 @@ static void do_unsubscribe(conn_t *c, const msg_request_t *req)
 static void do_publish(conn_t *c, const msg_request_t *req)
 {
     wrk_t *w = c->w;
-    if (!check_topic(c, req, false))
+    if (!check_topic(c, req, false) || forbidden(c, req, true) || !rate_ok(c, req))
         return;
     uint64_t targets;
     uint64_t seq =

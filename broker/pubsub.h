@@ -15,14 +15,17 @@
 
 #include "conn.h"
 
-/* Send hello (the connection just opened). */
+/* Send hello (the connection just opened) and start the session: its
+ * rate limiter and, for a token with "exp", the timer that closes it with
+ * 1008 "token expired". */
 void pubsub_open(conn_t *c);
 
 /* Handle one complete text message. */
 void pubsub_message(conn_t *c, const uint8_t *data, size_t len);
 
-/* Remove every subscription of c. */
-void pubsub_unsubscribe_all(conn_t *c);
+/* End the session: remove every subscription of c, stop its timer, free
+ * its grants. Idempotent. */
+void pubsub_close(conn_t *c);
 
 /* Queue f on every local subscriber of its topic, once per connection.
  * Takes over the caller's reference to f. */

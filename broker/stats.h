@@ -18,9 +18,15 @@
 typedef struct stats {
     _Atomic uint64_t conns_open; /* WebSocket connections open now */
     _Atomic uint64_t conns_total;
-    _Atomic uint64_t tcp_open;      /* TCP connections (any state) */
-    _Atomic uint64_t conns_refused; /* at accept: connection limit or memory */
-    _Atomic uint64_t accept_pauses; /* accepting paused: out of descriptors */
+    _Atomic uint64_t tcp_open;       /* TCP connections (any state) */
+    _Atomic uint64_t conns_refused;  /* at accept: connection limit or memory */
+    _Atomic uint64_t refused_per_ip; /* of those: --max-connections-per-ip */
+    _Atomic uint64_t auth_failures;  /* handshakes refused with 401 */
+    _Atomic uint64_t forbidden;      /* operations outside the token's ACL */
+    _Atomic uint64_t tokens_expired; /* connections closed: token expired */
+    _Atomic uint64_t rate_limited;   /* publishes refused by --rate-limit */
+    _Atomic uint64_t rate_closes;    /* connections closed for exceeding it */
+    _Atomic uint64_t accept_pauses;  /* accepting paused: out of descriptors */
     _Atomic uint64_t accept_errors;
     _Atomic uint64_t http_requests;
     _Atomic uint64_t handshake_rejects;
