@@ -138,9 +138,10 @@ static const char usage[] =
     "  --allowed-origins LIST browser origins allowed to connect besides the\n"
     "                         broker's own (e.g. https://app.example.com),\n"
     "                         comma-separated; '*' allows any. By default only\n"
-    "                         pages served from the broker's own origin may\n"
-    "                         connect. Clients that send no Origin header\n"
-    "                         (not browsers) are not affected\n"
+    "                         pages from the broker's own origin or from this\n"
+    "                         machine (localhost, 127.x, [::1]) may connect.\n"
+    "                         Clients that send no Origin header (not\n"
+    "                         browsers) are not affected\n"
     "  --no-echo              disable the /echo endpoint\n"
     "  --web-root DIR         serve the web client from DIR instead of the copy\n"
     "                         built into the broker (the demo page at /)\n"
@@ -583,31 +584,37 @@ static bool split_authority(const char *p, size_t len, const char **host, size_t
     return true;
 }
 
-/* Origin "scheme://host[:port]" names the same host and port as the Host
- * header (which has no scheme: the Origin's scheme gives the default). */
-static bool same_origin(const wsh_str_t *origin, const wsh_str_t *host)
+/* An Origin "scheme://host[:port]" (http or https, no path): its host and
+ * port, the scheme's default port when none is given. */
+static bool parse_origin(const wsh_str_t *origin, const char **host, size_t *hlen, unsigned *port,
+                         unsigned *default_port)
 {
     const char *o = origin->p;
-    size_t olen = origin->len;
-    unsigned default_port;
-    size_t skip;
+    size_t olen = origin->len, skip;
     if (olen > 7 && strncasecmp(o, "http://", 7) == 0) {
-        default_port = 80;
+        *default_port = 80;
         skip = 7;
     } else if (olen > 8 && strncasecmp(o, "https://", 8) == 0) {
-        default_port = 443;
+        *default_port = 443;
         skip = 8;
     } else {
         return false;
     }
-    const char *oh, *hh;
-    size_t ohlen, hhlen;
-    unsigned oport, hport;
-    if (memchr(o + skip, '/', olen - skip) != NULL ||
-        !split_authority(o + skip, olen - skip, &oh, &ohlen, &oport, default_port) ||
-        !split_authority(host->p, host->len, &hh, &hhlen, &hport, default_port))
+    return memchr(o + skip, '/', olen - skip) == NULL &&
+           split_authority(o + skip, olen - skip, host, hlen, port, *default_port) && *hlen > 0;
+}
+
+/* A host name that can only be this machine. */
+static bool loopback_host(const char *h, size_t len)
+{
+    if (span_ieq(h, len, "localhost", 9) || span_ieq(h, len, "[::1]", 5))
+        return true;
+    if (len < 4 || memcmp(h, "127.", 4) != 0)
         return false;
-    return ohlen > 0 && oport == hport && span_ieq(oh, ohlen, hh, hhlen);
+    for (size_t i = 4; i < len; i++)
+        if (!(h[i] == '.' || (h[i] >= '0' && h[i] <= '9')))
+            return false;
+    return true;
 }
 
 bool cfg_origin_allowed(const cfg_t *cfg, const wsh_str_t *origin, const wsh_str_t *host)
@@ -617,5 +624,18 @@ bool cfg_origin_allowed(const cfg_t *cfg, const wsh_str_t *origin, const wsh_str
     for (size_t i = 0; i < cfg->norigins; i++)
         if (span_ieq(cfg->origins[i], strlen(cfg->origins[i]), origin->p, origin->len))
             return true;
-    return host != NULL && host->len > 0 && same_origin(origin, host);
+    const char *oh, *hh;
+    size_t ohlen, hhlen;
+    unsigned oport, hport, default_port;
+    if (!parse_origin(origin, &oh, &ohlen, &oport, &default_port))
+        return false; /* "null", empty, another scheme, a path */
+    /* Pages served by this machine (a local development server on another
+     * port, say) are not the cross-site attacker this check is about. */
+    if (loopback_host(oh, ohlen))
+        return true;
+    /* The same origin as the Host the browser connected to (the Host has no
+     * scheme: the Origin's gives the default port). */
+    return host != NULL && host->len > 0 &&
+           split_authority(host->p, host->len, &hh, &hhlen, &hport, default_port) &&
+           oport == hport && span_ieq(oh, ohlen, hh, hhlen);
 }

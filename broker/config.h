@@ -64,7 +64,8 @@ const char *cfg_read_secret(const char *value, bool file, uint8_t **key, size_t 
 
 /* True if a handshake with this Origin header (present, maybe empty) may
  * proceed: the same origin as its Host header (scheme's default port
- * implied), one of --allowed-origins, or any with '*'. host may be NULL. */
+ * implied), a page served from this machine (localhost, 127.x, [::1]), one
+ * of --allowed-origins, or any with '*'. host may be NULL. */
 bool cfg_origin_allowed(const cfg_t *cfg, const wsh_str_t *origin, const wsh_str_t *host);
 
 #endif

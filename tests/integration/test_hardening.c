@@ -432,8 +432,18 @@ START_TEST(origin_same_origin_by_default)
               "default port spelled out in Host refused");
     IT_ASSERT(upgrade_status(b.port, host, "Origin: http://evil.example\r\n") == 403,
               "a page of another site may connect by default");
+    /* Pages from this machine are not cross-site attackers. */
     snprintf(line, sizeof(line), "Origin: http://127.0.0.1:%d\r\n", b.port + 1);
-    IT_ASSERT(upgrade_status(b.port, host, line) == 403, "another port's page may connect");
+    IT_ASSERT(upgrade_status(b.port, host, line) == 101, "a local page on another port refused");
+    IT_ASSERT(upgrade_status(b.port, "broker.example", "Origin: http://localhost:5173\r\n") == 101,
+              "a localhost page refused");
+    IT_ASSERT(upgrade_status(b.port, host, "Origin: http://127.0.0.1.evil.example\r\n") == 403,
+              "a host merely starting with 127. accepted");
+    IT_ASSERT(upgrade_status(b.port, host, "Origin: http://localhost.evil.example\r\n") == 403,
+              "a host merely starting with localhost accepted");
+    IT_ASSERT(upgrade_status(b.port, "broker.example", "Origin: https://broker.example:8443\r\n") ==
+                  403,
+              "another port of the broker's host accepted");
     IT_ASSERT(upgrade_status(b.port, host, "Origin: \r\n") == 403,
               "an empty Origin skips the check");
     IT_ASSERT(upgrade_status(b.port, host, "Origin: null\r\n") == 403, "Origin null accepted");
