@@ -22,6 +22,10 @@
 
 enum {
     OPT_PORT = 256,
+    OPT_TLS_PORT,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
     OPT_BIND,
     OPT_WORKERS,
     OPT_MAX_MESSAGE,
@@ -53,6 +57,10 @@ enum {
 
 static const struct option options[] = {
     {"port", required_argument, NULL, OPT_PORT},
+    {"tls-port", required_argument, NULL, OPT_TLS_PORT},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
     {"bind", required_argument, NULL, OPT_BIND},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
@@ -92,7 +100,13 @@ static const char usage[] =
     "WSBROKER_MAX_BACKLOG, --no-echo is WSBROKER_NO_ECHO=1. Options win.\n"
     "Sizes accept k, m, g suffixes (x1024); durations are seconds (0.5 works).\n"
     "\n"
-    "  --port N               TCP port (default 8080)\n"
+    "  --port N               TCP port for ws:// and http:// (default 8080;\n"
+    "                         0: none, with --tls-port)\n"
+    "  --tls-port N           TCP port for wss:// and https:// (default: none)\n"
+    "  --tls-cert FILE        PEM certificate chain for --tls-port (server\n"
+    "                         certificate first); kill -HUP reloads it\n"
+    "  --tls-key FILE         PEM private key of that certificate\n"
+    "  --tls-ca FILE          require client certificates signed by these CAs\n"
     "  --bind ADDR            listen address, IPv4 or IPv6 (default 127.0.0.1;\n"
     "                         0.0.0.0 for every interface)\n"
     "  --workers N            worker threads, each with its own event loop\n"
@@ -340,10 +354,26 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
     bool b;
     switch (opt) {
     case OPT_PORT:
-        if (parse_uint(v, 1, 65535, &u) != 0)
-            return fail(flag, v, "expected a port number from 1 to 65535");
-        cfg->port = (int)u;
+    case OPT_TLS_PORT:
+        if (parse_uint(v, 0, 65535, &u) != 0)
+            return fail(flag, v, "expected a port number from 1 to 65535 (0: none)");
+        if (opt == OPT_PORT)
+            cfg->port = (int)u;
+        else
+            cfg->tls_port = (int)u;
         return 0;
+    case OPT_TLS_CERT:
+    case OPT_TLS_KEY:
+    case OPT_TLS_CA: {
+        char **dst = opt == OPT_TLS_CERT  ? &cfg->tls_cert
+                     : opt == OPT_TLS_KEY ? &cfg->tls_key
+                                          : &cfg->tls_ca;
+        free(*dst);
+        *dst = NULL;
+        if (v[0] != '\0' && (*dst = strdup(v)) == NULL)
+            return 2;
+        return 0;
+    }
     case OPT_BIND: {
         struct sockaddr_in6 a6;
         struct sockaddr_in a4;
@@ -533,11 +563,28 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
     }
     if (cfg->rate_limit > 0 && cfg->rate_burst == 0)
         cfg->rate_burst = cfg->rate_limit < 1 ? 1 : cfg->rate_limit;
+    const char *why = NULL;
+    if (cfg->port == 0 && cfg->tls_port == 0)
+        why = "--port 0 needs --tls-port: the broker would listen nowhere";
+    else if (cfg->tls_port != 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
+        why = "--tls-port needs --tls-cert and --tls-key";
+    else if (cfg->tls_port == 0 && (cfg->tls_cert || cfg->tls_key || cfg->tls_ca))
+        why = "--tls-cert, --tls-key and --tls-ca need --tls-port";
+    else if (cfg->tls_port != 0 && cfg->tls_port == cfg->port)
+        why = "--tls-port must differ from --port";
+    if (why != NULL) {
+        fprintf(stderr, "wsbroker: %s\nTry 'wsbroker --help'.\n", why);
+        return 2;
+    }
     return 0;
 }
 
 void cfg_free(cfg_t *cfg)
 {
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_ca);
+    cfg->tls_cert = cfg->tls_key = cfg->tls_ca = NULL;
     if (cfg->auth_key != NULL) {
         explicit_bzero(cfg->auth_key, cfg->auth_key_len);
         free(cfg->auth_key);

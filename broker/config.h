@@ -21,7 +21,9 @@ typedef enum slow_policy {
 
 typedef struct cfg {
     char bind[64];
-    int port;
+    int port;     /* plain ws:// and http://; 0: none */
+    int tls_port; /* wss:// and https://; 0: none */
+    char *tls_cert, *tls_key, *tls_ca;
     int workers;
     uint64_t max_message;
     uint64_t max_backlog;

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "pubsub.h"
+#include "tls.h"
 
 #define IOV_BATCH     256
 #define WREQ_POOL_MAX 1024
@@ -56,7 +57,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
  * the peer is not worth waiting for. Shutting down the write side first and
  * reading what the peer already sent makes the close a FIN, not a RST that
  * could destroy the answer before the peer reads it. */
-static void refuse(wrk_t *w, int fd, const char *why)
+static void refuse(wrk_t *w, int fd, const char *why, bool tls)
 {
     static const char head[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                "Content-Type: text/plain; charset=utf-8\r\n"
@@ -64,7 +65,7 @@ static void refuse(wrk_t *w, int fd, const char *why)
                                "Content-Length: %zu\r\n\r\n%s\n";
     char buf[256];
     int n = snprintf(buf, sizeof(buf), head, strlen(why) + 1, why);
-    if (n > 0 && (size_t)n < sizeof(buf)) {
+    if (n > 0 && (size_t)n < sizeof(buf) && !tls) { /* TLS: no way to say it */
         ssize_t sent = send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)sent;
     }
@@ -83,13 +84,13 @@ static void on_close_unopened(uv_handle_t *h)
     free(h->data);
 }
 
-void conn_accept(wrk_t *w, int fd)
+void conn_accept(wrk_t *w, int fd, bool tls)
 {
     broker_t *b = w->b;
     uint32_t open = atomic_fetch_add_explicit(&b->tcp_conns, 1, memory_order_relaxed);
     if (open >= b->conn_limit || w->phase > 0) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
-        refuse(w, fd, w->phase > 0 ? "server shutting down" : "connection limit reached");
+        refuse(w, fd, w->phase > 0 ? "server shutting down" : "connection limit reached", tls);
         return;
     }
     lim_ip_t *ip = NULL;
@@ -103,7 +104,7 @@ void conn_accept(wrk_t *w, int fd)
             atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
             if (full)
                 STAT_ADD(&w->stats, refused_per_ip, 1);
-            refuse(w, fd, full ? "too many connections from this address" : "out of memory");
+            refuse(w, fd, full ? "too many connections from this address" : "out of memory", tls);
             return;
         }
     }
@@ -112,7 +113,7 @@ void conn_accept(wrk_t *w, int fd)
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
         if (ip != NULL)
             lim_ip_release(b->ips, ip);
-        refuse(w, fd, "out of memory");
+        refuse(w, fd, "out of memory", tls);
         return;
     }
     uv_tcp_init(&w->loop, &c->tcp);
@@ -128,6 +129,13 @@ void conn_accept(wrk_t *w, int fd)
     c->w = w;
     c->id = ++w->next_id;
     c->ip = ip;
+    if (tls && (c->tls = tls_new(b)) == NULL) {
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        if (ip != NULL)
+            lim_ip_release(b->ips, ip);
+        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
+        return;
+    }
     link_insert_tail(&w->conns, &c->all);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
@@ -214,6 +222,12 @@ static void q_drop_unsent(conn_t *c)
         frame_unref(f);
     }
     c->q_len = keep;
+}
+
+/* Nothing left to write: no frame in the ring, no ciphertext waiting. */
+static bool out_empty(const conn_t *c)
+{
+    return c->q_len == 0 && (c->tls == NULL || tls_pending(c->tls).len == 0);
 }
 
 static void mark_pending(conn_t *c)
@@ -386,10 +400,9 @@ void conn_pool_free(wrk_t *w)
     w->wreq_nfree = 0;
 }
 
-/* Account for n bytes written from the head of the ring. */
-static void consume(conn_t *c, size_t n)
+/* n bytes of the head of the ring are gone (written or encrypted). */
+static void ring_advance(conn_t *c, size_t n)
 {
-    STAT_ADD(&c->w->stats, bytes_out, n);
     c->out_bytes -= n;
     uint32_t done = 0;
     while (n > 0) {
@@ -404,6 +417,27 @@ static void consume(conn_t *c, size_t n)
         done++;
     }
     q_pop(c, done);
+}
+
+/* Account for n bytes written from the head of the ring. */
+static void consume(conn_t *c, size_t n)
+{
+    STAT_ADD(&c->w->stats, bytes_out, n);
+    ring_advance(c, n);
+}
+
+size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->q_len && n < cap; i++) {
+        frame_t *f = q_at(c, i);
+        size_t off = i == 0 ? c->out_off : 0;
+        size_t take = f->len - off < cap - n ? f->len - off : cap - n;
+        memcpy(buf + n, f->data + off, take);
+        n += take;
+    }
+    ring_advance(c, n);
+    return n;
 }
 
 static void after_output(conn_t *c)
@@ -425,9 +459,13 @@ static void on_write(uv_write_t *req, int status)
     if (status == 0)
         STAT_ADD(&w->stats, bytes_out, r->bytes);
     c->out_bytes -= r->bytes;
-    c->out_off = 0;
-    c->q_inflight = 0;
-    q_pop(c, r->nframes);
+    if (c->tls != NULL) {
+        tls_written(c->tls, r->bytes);
+    } else {
+        c->out_off = 0;
+        c->q_inflight = 0;
+        q_pop(c, r->nframes);
+    }
     wreq_put(w, r);
     if (c->state == CONN_CLOSED)
         return;
@@ -436,7 +474,7 @@ static void on_write(uv_write_t *req, int status)
         conn_abort(c);
         return;
     }
-    if (c->q_len > 0)
+    if (!out_empty(c))
         conn_flush(c);
     else
         after_output(c);
@@ -457,22 +495,53 @@ static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
     return total;
 }
 
-/* Write as much of the ring as the kernel takes now, without a write
- * request. Returns 0, or a libuv error (the caller decides how to close). */
+/* What goes to the socket next: the ring's frames on a plain connection;
+ * on a TLS one, the ciphertext of the frames the TLS layer took from the
+ * ring (tls_encrypt refills it, many frames to a record). */
+static size_t out_iov(conn_t *c, uv_buf_t *iov, uint32_t *n)
+{
+    if (c->tls == NULL)
+        return fill_iov(c, iov, n);
+    if (tls_encrypt(c) != 0) {
+        *n = 0;
+        return 0;
+    }
+    iov[0] = tls_pending(c->tls);
+    *n = iov[0].len > 0;
+    return iov[0].len;
+}
+
+static void out_written(conn_t *c, size_t n)
+{
+    if (c->tls == NULL) {
+        consume(c, n);
+        return;
+    }
+    STAT_ADD(&c->w->stats, bytes_out, n);
+    c->out_bytes -= n;
+    tls_written(c->tls, n);
+}
+
+/* Write as much as the kernel takes now, without a write request. Returns
+ * 0, or a libuv error (the caller decides how to close). */
 static int write_now(conn_t *c)
 {
     uv_buf_t iov[IOV_BATCH];
     /* A few rounds keep a fast reader's socket full; what the kernel does
      * not take goes to uv_write in conn_flush. */
-    for (int round = 0; round < 4 && c->q_len > 0; round++) {
+    for (int round = 0; round < 4 && !out_empty(c); round++) {
         uint32_t n;
-        size_t total = fill_iov(c, iov, &n);
+        size_t total = out_iov(c, iov, &n);
+        if (c->state == CONN_CLOSED)
+            return 0; /* the TLS layer failed and dropped c */
+        if (n == 0)
+            return 0;
         int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
         if (rc == UV_EAGAIN || rc == UV_ENOSYS)
             return 0;
         if (rc < 0)
             return rc;
-        consume(c, (size_t)rc);
+        out_written(c, (size_t)rc);
         if ((size_t)rc < total)
             return 0;
     }
@@ -489,21 +558,27 @@ void conn_flush(conn_t *c)
         conn_abort(c);
         return;
     }
-    if (c->q_len == 0) {
+    if (c->state == CONN_CLOSED)
+        return;
+    if (out_empty(c)) {
         after_output(c);
         return;
     }
+    uv_buf_t iov[IOV_BATCH];
+    uint32_t n;
+    size_t bytes = out_iov(c, iov, &n);
+    if (c->state == CONN_CLOSED || n == 0)
+        return;
     wreq_t *r = wreq_get(c->w);
     if (r == NULL) {
         conn_abort(c);
         return;
     }
-    uv_buf_t iov[IOV_BATCH];
-    uint32_t n;
     r->c = c;
-    r->bytes = fill_iov(c, iov, &n);
-    r->nframes = n;
-    c->q_inflight = n;
+    r->bytes = bytes;
+    r->nframes = c->tls ? 0 : n;
+    if (c->tls == NULL)
+        c->q_inflight = n;
     c->flags |= CF_WRITING;
     rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
     if (rc != 0) {
@@ -524,12 +599,17 @@ static void on_shutdown(uv_shutdown_t *req, int status)
      * last frames are not destroyed by an RST; the closing list bounds it. */
 }
 
-/* Once everything is written and the connection is finishing, send FIN. */
+/* Once everything is written and the connection is finishing, send FIN
+ * (after TLS's close_notify). */
 static void finish_if_flushed(conn_t *c)
 {
-    if (!(c->flags & CF_FINISH) || (c->flags & (CF_SHUT | CF_WRITING)) || c->q_len > 0 ||
+    if (!(c->flags & CF_FINISH) || (c->flags & (CF_SHUT | CF_WRITING)) || !out_empty(c) ||
         c->state == CONN_CLOSED)
         return;
+    if (c->tls != NULL && tls_close_notify(c)) {
+        mark_pending(c); /* written by the next flush, which calls us again */
+        return;
+    }
     uv_shutdown_t *req = malloc(sizeof(*req));
     if (req == NULL) {
         conn_abort(c);
@@ -589,6 +669,7 @@ static void on_close(uv_handle_t *h)
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
     if (c->ip != NULL)
         lim_ip_release(w->b->ips, c->ip);
+    tls_free(c->tls); /* after the cancelled writes: they point into it */
     free(c);
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
@@ -906,8 +987,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     /* Anything from the peer answers an outstanding Ping. */
     link_remove(&c->wait);
-    if (c->state == CONN_HTTP)
-        http_input(c, (uint8_t *)buf->base, (size_t)nread);
+    if (c->tls != NULL)
+        tls_input(c, (uint8_t *)buf->base, (size_t)nread);
     else
-        conn_ws_input(c, (uint8_t *)buf->base, (size_t)nread);
+        conn_input(c, (uint8_t *)buf->base, (size_t)nread);
+}
+
+void conn_input(conn_t *c, uint8_t *buf, size_t len)
+{
+    if (c->state == CONN_HTTP)
+        http_input(c, buf, len);
+    else
+        conn_ws_input(c, buf, len);
 }

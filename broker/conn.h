@@ -62,6 +62,7 @@ struct fileop;
 struct auth;
 struct expiry;
 struct lim_ip;
+struct tls;
 
 typedef struct conn {
     uv_tcp_t tcp; /* tcp.data == this */
@@ -92,6 +93,7 @@ typedef struct conn {
     size_t msg_len, msg_cap;
     struct fileop *file; /* a static file being sent (http.c), or NULL */
     struct lim_ip *ip;   /* its address's count (--max-connections-per-ip) */
+    struct tls *tls;     /* the TLS session on --tls-port, or NULL */
 
     /* /ws session (pubsub.c) */
     struct auth *auth;     /* grants of its token (--auth-secret), or NULL */
@@ -107,10 +109,17 @@ typedef struct conn {
     uint64_t out_bytes; /* bytes queued and not yet written */
 } conn_t;
 
-/* Take over fd, just accepted on w's listener. Past the broker's
- * connection limit the peer gets a 503 and the socket is closed at once,
- * without allocating anything. */
-void conn_accept(wrk_t *w, int fd);
+/* Take over fd, just accepted on w's listener (tls: the --tls-port one).
+ * Past the broker's connection limit the peer gets a 503 (on a plain
+ * connection) and the socket is closed at once, without allocating. */
+void conn_accept(wrk_t *w, int fd, bool tls);
+
+/* Plain bytes from the peer (after TLS, if any): the HTTP head or frames. */
+void conn_input(conn_t *c, uint8_t *buf, size_t len);
+
+/* For the TLS layer: move up to cap bytes of queued frames out of the ring
+ * into buf (they leave the backlog count; the ciphertext joins it). */
+size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap);
 
 /* Queue a frame that must not be dropped (reply, control frame, HTTP
  * response). Takes over the caller's reference. Past --max-backlog reading

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "registry.h"
 #include "smap.h"
+#include "tls.h"
 #include "token.h"
 #include "worker.h"
 
@@ -45,6 +46,10 @@ static void supervise(broker_t *b, const sigset_t *signals)
     while (atomic_load(&b->workers_running) > 0) {
         struct timespec wait = {received ? 0 : 1, received ? 20000000 : 0};
         int sig = sigtimedwait(signals, NULL, &wait);
+        if (sig == SIGHUP) {
+            tls_server_reload(b);
+            continue;
+        }
         if (sig > 0 && ++received == 1) {
             LOG(LOG_INFO, -1, 0, "shutdown", "signal=%d close_timeout=%g", sig,
                 b->cfg->close_timeout);
@@ -136,6 +141,7 @@ int main(int argc, char **argv)
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
     uint8_t key[16];
@@ -159,8 +165,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         b.workers[i] = wrk_new(&b, i);
         if (b.workers[i] == NULL) {
-            fprintf(stderr, "wsbroker: cannot listen on %s port %d (see the log above)\n", cfg.bind,
-                    cfg.port);
+            fprintf(stderr, "wsbroker: cannot listen on %s (see the log above)\n", cfg.bind);
             return 1;
         }
     }
@@ -168,6 +173,8 @@ int main(int argc, char **argv)
         LOG(LOG_ERROR, -1, 0, "startup_failed", "error=ENOMEM");
         return 1;
     }
+    if (tls_server_init(&b) != 0)
+        return 2;
     int limit = connection_limit(&cfg, fd_limit);
     if (limit < 0)
         return 2;
@@ -184,9 +191,10 @@ int main(int argc, char **argv)
         }
     }
     LOG(LOG_INFO, -1, 0, "listening",
-        "bind=%s port=%d workers=%d max_connections=%u version=%s epoch=%s echo=%s web=%s",
-        cfg.bind, cfg.port, cfg.workers, b.conn_limit, WSBROKER_VERSION, reg_epoch(b.reg),
-        cfg.echo ? "on" : "off",
+        "bind=%s port=%d tls_port=%d workers=%d max_connections=%u version=%s epoch=%s echo=%s "
+        "web=%s",
+        cfg.bind, cfg.port, cfg.tls_port, cfg.workers, b.conn_limit, WSBROKER_VERSION,
+        reg_epoch(b.reg), cfg.echo ? "on" : "off",
         !cfg.web       ? "off"
         : cfg.web_root ? cfg.web_root
                        : "built-in");
@@ -200,6 +208,7 @@ int main(int argc, char **argv)
     free(b.workers);
     reg_free(b.reg);
     lim_ips_free(b.ips);
+    tls_server_free(&b);
     LOG(LOG_INFO, -1, 0, "stopped", NULL);
     log_stop();
     cfg_free(&cfg);

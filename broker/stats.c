@@ -89,6 +89,12 @@ static const metric_t metrics[] = {
       "Publishes and subscribes refused by the token's ACL."),
     M(tokens_expired, "wsbroker_tokens_expired_total", "counter",
       "Connections closed (1008) because their token expired."),
+    M(tls_handshakes, "wsbroker_tls_handshakes_total", "counter", "TLS handshakes completed."),
+    M(tls_failures, "wsbroker_tls_failures_total", "counter",
+      "TLS connections dropped for a TLS error (plain HTTP or garbage on the TLS port, bad or "
+      "truncated handshakes, refused client certificates)."),
+    M(tls_timeouts, "wsbroker_tls_handshake_timeouts_total", "counter",
+      "TLS connections dropped for not completing their handshake in time."),
     M(rate_limited, "wsbroker_rate_limited_total", "counter", "Publishes refused by --rate-limit."),
     M(rate_closes, "wsbroker_rate_limit_closes_total", "counter",
       "Connections closed (1008) for exceeding --rate-limit for 5 s."),

@@ -24,6 +24,9 @@ typedef struct stats {
     _Atomic uint64_t auth_failures;  /* handshakes refused with 401 */
     _Atomic uint64_t forbidden;      /* operations outside the token's ACL */
     _Atomic uint64_t tokens_expired; /* connections closed: token expired */
+    _Atomic uint64_t tls_handshakes; /* TLS handshakes completed */
+    _Atomic uint64_t tls_failures;   /* TLS connections dropped for an error */
+    _Atomic uint64_t tls_timeouts;   /* TLS handshakes not done in time */
     _Atomic uint64_t rate_limited;   /* publishes refused by --rate-limit */
     _Atomic uint64_t rate_closes;    /* connections closed for exceeding it */
     _Atomic uint64_t accept_pauses;  /* accepting paused: out of descriptors */

@@ -25,6 +25,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pubsub.h"
+#include "tls.h"
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_BATCH   64  /* connections accepted per loop iteration */
@@ -35,12 +36,12 @@ static uint64_t ms(double seconds)
     return (uint64_t)(seconds * 1000.0 + 0.5);
 }
 
-static int listen_socket(const cfg_t *cfg, int id)
+static int listen_socket(const cfg_t *cfg, int id, int port)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
-    if (uv_ip4_addr(cfg->bind, cfg->port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(cfg->bind, cfg->port, (struct sockaddr_in6 *)&ss) != 0) {
+    if (uv_ip4_addr(cfg->bind, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(cfg->bind, port, (struct sockaddr_in6 *)&ss) != 0) {
         LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s error=\"bad address\"", cfg->bind);
         return -1;
     }
@@ -55,7 +56,7 @@ static int listen_socket(const cfg_t *cfg, int id)
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-        LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s port=%d error=\"%s\"", cfg->bind, cfg->port,
+        LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s port=%d error=\"%s\"", cfg->bind, port,
             strerror(errno));
         close(fd);
         return -1;
@@ -71,7 +72,8 @@ wrk_t *wrk_new(broker_t *b, int id)
     w->id = id;
     w->b = b;
     w->cfg = b->cfg;
-    w->listen_fd = -1;
+    for (int i = 0; i < 2; i++)
+        w->lsn[i] = (lsn_t){.fd = -1, .tls = i == 1, .w = w};
     pthread_mutex_init(&w->inbox_mu, NULL);
     ptable_init(&w->subs);
     link_init(&w->conns);
@@ -87,8 +89,15 @@ wrk_t *wrk_new(broker_t *b, int id)
         free(w);
         return NULL;
     }
-    w->listen_fd = listen_socket(b->cfg, id);
-    if (w->listen_fd < 0) {
+    int ports[2] = {b->cfg->port, b->cfg->tls_port};
+    bool failed = false;
+    for (int i = 0; i < 2; i++)
+        if (ports[i] != 0 && (w->lsn[i].fd = listen_socket(b->cfg, id, ports[i])) < 0)
+            failed = true;
+    if (failed) {
+        for (int i = 0; i < 2; i++)
+            if (w->lsn[i].fd >= 0)
+                close(w->lsn[i].fd);
         uv_loop_close(&w->loop);
         free(w);
         return NULL;
@@ -244,9 +253,14 @@ static void on_tick(uv_timer_t *t)
             break;
         link_remove(l);
         STAT_ADD(&w->stats, handshake_timeouts, 1);
-        LOG_LIMITED(LOG_INFO, w->id, c->id, "handshake_timeout", "timeout=%g",
-                    cfg->handshake_timeout);
-        conn_http_error(c, 408, "request timeout");
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "handshake_timeout", "timeout=%g tls=%s",
+                    cfg->handshake_timeout, c->tls ? "yes" : "no");
+        if (c->tls != NULL && !tls_established(c->tls)) {
+            STAT_ADD(&w->stats, tls_timeouts, 1);
+            conn_abort(c); /* no channel to answer on */
+        } else {
+            conn_http_error(c, 408, "request timeout");
+        }
     }
     while ((l = link_first(&w->msg_list)) != NULL) {
         conn_t *c = link_entry(l, conn_t, partial);
@@ -319,9 +333,12 @@ static void on_listen_ready(uv_poll_t *p, int status, int events);
 
 static void listen_resume(wrk_t *w)
 {
-    if (w->phase == 0 && !w->listening &&
-        uv_poll_start(&w->listener, UV_READABLE, on_listen_ready) == 0)
-        w->listening = true;
+    for (int i = 0; i < 2; i++) {
+        lsn_t *l = &w->lsn[i];
+        if (w->phase == 0 && l->fd >= 0 && !l->on &&
+            uv_poll_start(&l->poll, UV_READABLE, on_listen_ready) == 0)
+            l->on = true;
+    }
 }
 
 static void on_accept_retry(uv_timer_t *t)
@@ -329,12 +346,14 @@ static void on_accept_retry(uv_timer_t *t)
     listen_resume(t->data);
 }
 
+/* Out of descriptors: stop accepting on every listener of w for a while. */
 static void listen_pause(wrk_t *w, int err)
 {
-    if (w->listening) {
-        uv_poll_stop(&w->listener);
-        w->listening = false;
-    }
+    for (int i = 0; i < 2; i++)
+        if (w->lsn[i].on) {
+            uv_poll_stop(&w->lsn[i].poll);
+            w->lsn[i].on = false;
+        }
     STAT_ADD(&w->stats, accept_pauses, 1);
     if (w->starved_since == 0) {
         /* Logged once per spell; accept_resumed ends it. */
@@ -347,21 +366,22 @@ static void listen_pause(wrk_t *w, int err)
 
 static void on_listen_ready(uv_poll_t *p, int status, int events)
 {
-    wrk_t *w = p->data;
+    lsn_t *l = p->data;
+    wrk_t *w = l->w;
     (void)events;
     if (status < 0) {
         LOG_LIMITED(LOG_WARN, w->id, 0, "accept_failed", "error=%s", uv_strerror(status));
         return;
     }
-    for (int i = 0; i < ACCEPT_BATCH && w->listening; i++) {
-        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (int i = 0; i < ACCEPT_BATCH && l->on; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             if (w->starved_since != 0) {
                 LOG(LOG_WARN, w->id, 0, "accept_resumed", "paused_ms=%llu",
                     (unsigned long long)(wrk_now(w) - w->starved_since));
                 w->starved_since = 0;
             }
-            conn_accept(w, fd);
+            conn_accept(w, fd, l->tls);
             continue;
         }
         switch (errno) {
@@ -390,13 +410,16 @@ static void on_listen_ready(uv_poll_t *p, int status, int events)
 
 static void listen_close(wrk_t *w)
 {
-    if (uv_is_closing((uv_handle_t *)&w->listener))
-        return;
-    w->listening = false;
     uv_timer_stop(&w->accept_retry);
-    uv_close((uv_handle_t *)&w->listener, NULL);
-    close(w->listen_fd);
-    w->listen_fd = -1;
+    for (int i = 0; i < 2; i++) {
+        lsn_t *l = &w->lsn[i];
+        if (l->fd < 0)
+            continue;
+        l->on = false;
+        uv_close((uv_handle_t *)&l->poll, NULL);
+        close(l->fd);
+        l->fd = -1;
+    }
 }
 
 /* ---- Shutdown. ---- */
@@ -498,11 +521,17 @@ int wrk_start(wrk_t *w)
     uv_timer_start(&w->tick, on_tick, t, t);
     uv_timer_init(loop, &w->accept_retry);
     w->accept_retry.data = w;
-    int rc = uv_poll_init(loop, &w->listener, w->listen_fd);
-    if (rc == 0) {
-        w->listener.data = w;
-        rc = uv_poll_start(&w->listener, UV_READABLE, on_listen_ready);
-        w->listening = rc == 0;
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        lsn_t *l = &w->lsn[i];
+        if (l->fd < 0)
+            continue;
+        rc = uv_poll_init(loop, &l->poll, l->fd);
+        if (rc == 0) {
+            l->poll.data = l;
+            rc = uv_poll_start(&l->poll, UV_READABLE, on_listen_ready);
+            l->on = rc == 0;
+        }
     }
     if (rc != 0) {
         LOG(LOG_ERROR, w->id, 0, "listen_failed", "error=%s", uv_strerror(rc));
@@ -525,8 +554,9 @@ void wrk_free(wrk_t *w)
 {
     if (w == NULL)
         return;
-    if (w->listen_fd >= 0)
-        close(w->listen_fd);
+    for (int i = 0; i < 2; i++)
+        if (w->lsn[i].fd >= 0)
+            close(w->lsn[i].fd);
     uv_loop_close(&w->loop);
     ptable_destroy(&w->subs);
     pthread_mutex_destroy(&w->inbox_mu);

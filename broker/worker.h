@@ -24,6 +24,16 @@
 #define WRK_READ_BUF (64 * 1024)
 
 typedef struct wreq wreq_t;
+typedef struct wrk wrk_t;
+
+/* One listening socket of a worker (SO_REUSEPORT: each worker has its own). */
+typedef struct lsn {
+    uv_poll_t poll; /* readable: connections to accept on fd */
+    int fd;         /* -1: this listener is not configured */
+    bool on;        /* polled (not paused, not closed) */
+    bool tls;
+    wrk_t *w;
+} lsn_t;
 
 struct wrk {
     int id;
@@ -31,9 +41,7 @@ struct wrk {
     const cfg_t *cfg;
     uv_thread_t thread;
     uv_loop_t loop;
-    uv_poll_t listener; /* readable: connections to accept on listen_fd */
-    int listen_fd;
-    bool listening;          /* listener is polled (not paused, not closed) */
+    lsn_t lsn[2];            /* [0] --port (plain), [1] --tls-port */
     uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
     uint64_t starved_since;  /* ms: first EMFILE of the current spell, or 0 */
     uv_async_t wake;         /* inbox not empty */
