@@ -46,6 +46,8 @@ enum {
     OPT_RATE_LIMIT,
     OPT_RATE_BURST,
     OPT_MAX_CONNS_PER_IP,
+    OPT_DEFLATE,
+    OPT_DEFLATE_MIN,
     OPT_ALLOWED_ORIGINS,
     OPT_NO_ECHO,
     OPT_WEB_ROOT,
@@ -81,6 +83,8 @@ static const struct option options[] = {
     {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
     {"rate-burst", required_argument, NULL, OPT_RATE_BURST},
     {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNS_PER_IP},
+    {"deflate", required_argument, NULL, OPT_DEFLATE},
+    {"deflate-min-size", required_argument, NULL, OPT_DEFLATE_MIN},
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
     {"no-echo", no_argument, NULL, OPT_NO_ECHO},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
@@ -144,6 +148,13 @@ static const char usage[] =
     "                         5 s in a row is closed with 1008 (default 0: off)\n"
     "  --rate-burst N         publishes allowed at once before --rate-limit\n"
     "                         applies (default: the rate, at least 1)\n"
+    "  --deflate MODE         permessage-deflate for clients that offer it:\n"
+    "                         shared (default): each message is compressed once\n"
+    "                         and sent to every such subscriber; dedicated: a\n"
+    "                         compression context per connection (better ratio,\n"
+    "                         about 300 KiB of memory per connection); off\n"
+    "  --deflate-min-size SIZE  messages shorter than this are sent uncompressed\n"
+    "                         (default 128)\n"
     "  --auth-secret S        require an HS256 JWT signed with S on /ws (header\n"
     "                         Authorization: Bearer, or ?token=); see PROTOCOL.md\n"
     "                         section 6 and 'wsbroker token --help'\n"
@@ -458,6 +469,20 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
         if (parse_seconds(v, 1, 1e9, &cfg->rate_burst) != 0)
             return fail(flag, v, "expected a number of publishes, at least 1");
         return 0;
+    case OPT_DEFLATE:
+        if (strcmp(v, "off") == 0)
+            cfg->deflate = DEFLATE_OFF;
+        else if (strcmp(v, "shared") == 0)
+            cfg->deflate = DEFLATE_SHARED;
+        else if (strcmp(v, "dedicated") == 0)
+            cfg->deflate = DEFLATE_DEDICATED;
+        else
+            return fail(flag, v, "expected off, shared or dedicated");
+        return 0;
+    case OPT_DEFLATE_MIN:
+        if (parse_size(v, 0, 1ull << 30, &cfg->deflate_min) != 0)
+            return fail(flag, v, "expected a size from 0 to 1g");
+        return 0;
     case OPT_MAX_CONNS_PER_IP:
         if (parse_uint(v, 0, 100000000, &u) != 0)
             return fail(flag, v, "expected a count (0 for no limit)");
@@ -519,6 +544,8 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
     cfg->message_timeout = 30;
     cfg->max_subscriptions = 1000;
     cfg->max_topics = 1000000;
+    cfg->deflate = DEFLATE_SHARED;
+    cfg->deflate_min = 128;
     cfg->echo = true;
     cfg->web = true;
     cfg->log_level = LOG_INFO;

@@ -14,6 +14,12 @@
 
 #define CFG_MAX_WORKERS 64
 
+typedef enum deflate_mode {
+    DEFLATE_OFF = 0,
+    DEFLATE_SHARED,    /* no server context takeover: compress once per message */
+    DEFLATE_DEDICATED, /* a compression context per connection */
+} deflate_mode_t;
+
 typedef enum slow_policy {
     SLOW_CLOSE = 0,
     SLOW_DROP,
@@ -43,6 +49,8 @@ typedef struct cfg {
     double rate_limit;         /* publishes per second per connection; 0: none */
     double rate_burst;         /* bucket size; 0: rate_limit (at least 1) */
     uint32_t max_conns_per_ip; /* 0: no limit */
+    deflate_mode_t deflate;
+    uint64_t deflate_min; /* messages shorter than this go uncompressed */
     bool echo;
     bool web;       /* serve the web client at all */
     char *web_root; /* NULL: the built-in copy */

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <wsproto/utf8.h>
 #include <wsproto/ws_handshake.h>
 
 #include "auth.h"
@@ -300,42 +301,76 @@ static void mark_slow(conn_t *c, bool dead)
     c->flags |= CF_SLOW | (dead ? CF_DEAD : 0);
 }
 
-bool conn_deliver(conn_t *c, frame_t *f)
+/* Whether c compresses a message of this payload length. */
+static bool wants_deflate(const conn_t *c, const frame_t *f)
+{
+    if (c->pmd == 0)
+        return false;
+    uint8_t l7 = f->data[1] & 0x7f;
+    size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
+    return f->len - hdr >= c->w->cfg->deflate_min;
+}
+
+conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
 {
     if (c->state != CONN_OPEN || (c->flags & CF_SLOW))
-        return false;
-    const cfg_t *cfg = c->w->cfg;
+        return DLV_NONE;
+    wrk_t *w = c->w;
+    const cfg_t *cfg = w->cfg;
     if (c->flags & CF_DROPPING) {
         if (c->out_bytes >= cfg->max_backlog / 2) {
-            STAT_ADD(&c->w->stats, slow_drops, 1);
-            return false;
+            STAT_ADD(&w->stats, slow_drops, 1);
+            return DLV_NONE;
         }
         c->flags &= ~CF_DROPPING;
+    }
+    /* What goes on the wire: f, its shared compressed twin, or (with a
+     * context of its own) a compression made for c once it is sure to be
+     * queued (a compressed message c never gets would corrupt the
+     * context); judged on f's length then, which is the larger. */
+    frame_t *g = f;
+    conn_dlv_t how = DLV_SAME;
+    if (wants_deflate(c, f)) {
+        if (c->deflater != NULL) {
+            how = DLV_OWN;
+        } else if ((g = frame_twin(f, &w->deflater)) != NULL) {
+            how = DLV_TWIN;
+        } else {
+            g = f; /* no memory to compress: send it as it is */
+        }
     }
     /* The backlog is what the kernel will not take: before judging, hand
      * it what is queued (a burst read in one go is queued before the
      * loop's flush, and would otherwise count against a reader keeping up). */
-    if (c->out_bytes + f->len > cfg->max_backlog && !(c->flags & CF_WRITING) && write_now(c) < 0) {
+    if (c->out_bytes + g->len > cfg->max_backlog && !(c->flags & CF_WRITING) && write_now(c) < 0) {
         mark_slow(c, true);
-        return false;
+        return DLV_NONE;
     }
-    if (c->out_bytes + f->len > cfg->max_backlog) {
+    if (c->out_bytes + g->len > cfg->max_backlog) {
         if (cfg->slow_consumer == SLOW_DROP) {
             c->flags |= CF_DROPPING;
-            STAT_ADD(&c->w->stats, slow_drops, 1);
-            LOG(LOG_DEBUG, c->w->id, c->id, "slow_consumer_drop", "backlog=%llu",
+            STAT_ADD(&w->stats, slow_drops, 1);
+            LOG(LOG_DEBUG, w->id, c->id, "slow_consumer_drop", "backlog=%llu",
                 (unsigned long long)c->out_bytes);
         } else {
             mark_slow(c, false);
         }
-        return false;
+        return DLV_NONE;
     }
-    if (q_push(c, f) != 0) {
+    if (how == DLV_OWN && (g = frame_deflate(f, c->deflater)) == NULL) {
         mark_slow(c, false);
-        return false;
+        return DLV_NONE;
+    }
+    if (q_push(c, g) != 0) {
+        if (how == DLV_OWN) {
+            /* The context already holds it: c cannot continue. */
+            frame_unref(g);
+        }
+        mark_slow(c, false);
+        return DLV_NONE;
     }
     mark_pending(c);
-    return true;
+    return how;
 }
 
 void conn_settle(wrk_t *w)
@@ -670,6 +705,10 @@ static void on_close(uv_handle_t *h)
     if (c->ip != NULL)
         lim_ip_release(w->b->ips, c->ip);
     tls_free(c->tls); /* after the cancelled writes: they point into it */
+    if (c->deflater != NULL) {
+        pmd_deflater_end(c->deflater);
+        free(c->deflater);
+    }
     free(c);
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
@@ -793,10 +832,35 @@ void conn_http_error(conn_t *c, int status, const char *message)
     conn_http_finish(c, http_error(status, message));
 }
 
-void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth)
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth,
+                  const pmd_params_t *pmd)
 {
     wrk_t *w = c->w;
     c->auth = auth; /* freed with the session (pubsub_close) or here */
+    if (pmd != NULL) {
+        /* A context of its own when the broker keeps context between
+         * messages, or when the client limits the window (the shared twin
+         * uses the full window). */
+        if (!pmd->server_no_context_takeover || pmd->server_max_window_bits < 15) {
+            c->deflater = malloc(sizeof(*c->deflater));
+            if (c->deflater != NULL &&
+                pmd_deflater_init(c->deflater, pmd->server_max_window_bits,
+                                  pmd->server_no_context_takeover) != PMD_OK) {
+                pmd_deflater_end(c->deflater);
+                free(c->deflater);
+                c->deflater = NULL;
+            }
+            if (c->deflater == NULL) {
+                if (response != NULL)
+                    frame_unref(response);
+                auth_free(c->auth);
+                c->auth = NULL;
+                conn_abort(c);
+                return;
+            }
+        }
+        c->pmd = 1;
+    }
     conn_send(c, response);
     if (c->state == CONN_CLOSED) {
         auth_free(c->auth);
@@ -808,7 +872,7 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
     c->flags |= CF_WS;
     STAT_ADD(&w->stats, conns_open, 1);
     STAT_ADD(&w->stats, conns_total, 1);
-    ws_parser_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, 0);
+    ws_parser_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, c->pmd ? WS_PARSER_ALLOW_RSV1 : 0);
     sup_move(c, &w->ping_list);
     if (ep == EP_PUBSUB)
         pubsub_open(c);
@@ -819,10 +883,44 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
 static void on_message(conn_t *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     if (c->endpoint == EP_ECHO) {
-        conn_send(c, frame_make(opcode, data, len));
+        frame_t *f = frame_make(opcode, data, len);
+        if (f != NULL && wants_deflate(c, f)) {
+            frame_t *g = frame_deflate(f, c->deflater ? c->deflater : &c->w->deflater);
+            frame_unref(f);
+            f = g;
+        }
+        conn_send(c, f);
         return;
     }
     pubsub_message(c, data, len);
+}
+
+/* A complete message whose first frame had RSV1: inflate it (bounded by
+ * --max-message) and check text for UTF-8, then handle it. */
+static void on_compressed(conn_t *c, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    wrk_t *w = c->w;
+    w->inflated.len = 0;
+    int r = pmd_inflate(&w->inflater, data, len, w->cfg->max_message, &w->inflated);
+    if (r == PMD_E_TOO_BIG) {
+        conn_close(c, WS_CLOSE_TOO_BIG, "message too big", false);
+        return;
+    }
+    if (r != PMD_OK) {
+        conn_close(c, r == PMD_E_NOMEM ? WS_CLOSE_INTERNAL : WS_CLOSE_INVALID_DATA,
+                   r == PMD_E_NOMEM ? "out of memory" : "invalid compressed data", false);
+        return;
+    }
+    if (opcode == WS_OP_TEXT && !utf8_valid(w->inflated.buf, w->inflated.len)) {
+        conn_close(c, WS_CLOSE_INVALID_DATA, "invalid UTF-8 in text message", false);
+        return;
+    }
+    on_message(c, opcode, w->inflated.buf, w->inflated.len);
+    if (w->inflated.cap > 256 * 1024) {
+        /* One big message should not pin its buffer on the worker. */
+        free(w->inflated.buf);
+        w->inflated = (pmd_buf_t){0};
+    }
 }
 
 /* Make room for need bytes of the message being reassembled. rest is what
@@ -874,7 +972,7 @@ static void on_data(conn_t *c, const ws_event_t *ev)
         return;
     }
     if (ev->first && ev->fin) {
-        on_message(c, ev->opcode, ev->data, ev->len);
+        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, ev->data, ev->len);
         return;
     }
     if (ev->first) {
@@ -891,7 +989,7 @@ static void on_data(conn_t *c, const ws_event_t *ev)
     c->msg_len += ev->len;
     if (ev->fin) {
         link_remove(&c->partial);
-        on_message(c, ev->opcode, c->msg, c->msg_len);
+        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, c->msg, c->msg_len);
         free(c->msg);
         c->msg = NULL;
         c->msg_len = c->msg_cap = 0;

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include <uv.h>
+#include <wsproto/pmd.h>
 #include <wsproto/ws_frame.h>
 
 #include "frame.h"
@@ -91,9 +92,11 @@ typedef struct conn {
     size_t head_scanned;
     uint8_t *msg; /* unfinished message, or NULL */
     size_t msg_len, msg_cap;
-    struct fileop *file; /* a static file being sent (http.c), or NULL */
-    struct lim_ip *ip;   /* its address's count (--max-connections-per-ip) */
-    struct tls *tls;     /* the TLS session on --tls-port, or NULL */
+    struct fileop *file;      /* a static file being sent (http.c), or NULL */
+    struct lim_ip *ip;        /* its address's count (--max-connections-per-ip) */
+    struct tls *tls;          /* the TLS session on --tls-port, or NULL */
+    uint8_t pmd;              /* permessage-deflate negotiated */
+    pmd_deflater_t *deflater; /* its own compression context, or NULL (shared) */
 
     /* /ws session (pubsub.c) */
     struct auth *auth;     /* grants of its token (--auth-secret), or NULL */
@@ -126,11 +129,19 @@ size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap);
  * pauses; past twice that the connection is closed as a slow consumer. */
 void conn_send(conn_t *c, frame_t *f);
 
-/* Queue a published message under the slow-consumer policy. Does NOT take
- * a reference: returns true if f was queued and the caller owes the ring
- * one reference (the fan-out adds them in bulk). Never closes c
- * synchronously: a connection over the limit is put on w->slow. */
-bool conn_deliver(conn_t *c, frame_t *f);
+/* What conn_deliver queued. */
+typedef enum conn_dlv {
+    DLV_NONE = 0, /* nothing (slow consumer, closing) */
+    DLV_SAME,     /* f: the caller owes the ring one reference to f */
+    DLV_TWIN,     /* f's compressed twin: one reference to f->twin owed */
+    DLV_OWN,      /* a compression made for c: nothing owed */
+} conn_dlv_t;
+
+/* Queue a published message under the slow-consumer policy, compressed if
+ * c negotiated permessage-deflate. Takes no reference itself (the fan-out
+ * adds them in bulk, see conn_dlv_t). Never closes c synchronously: a
+ * connection over the limit is put on w->slow. */
+conn_dlv_t conn_deliver(conn_t *c, frame_t *f);
 
 /* Close the WebSocket with code and reason: queue the Close, stop message
  * processing, unsubscribe. wait_peer: wait up to --close-timeout for the
@@ -178,8 +189,10 @@ void conn_http_done(conn_t *c);
 
 /* The upgrade succeeded: queue the 101 response (NULL: out of memory) and
  * switch to the WebSocket endpoint ep, with the grants of its token (or
- * NULL; the connection owns them now). */
-void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth);
+ * NULL; the connection owns them now) and the permessage-deflate
+ * parameters agreed (or NULL). */
+void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth *auth,
+                  const pmd_params_t *pmd);
 
 /* Bytes of WebSocket frames (early frames sent right after the head). */
 void conn_ws_input(conn_t *c, uint8_t *buf, size_t len);

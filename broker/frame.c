@@ -18,6 +18,7 @@ frame_t *frame_new(size_t payload_cap, size_t topic_len)
     f->topic = NULL;
     f->topic_len = 0;
     f->opcode = 0;
+    atomic_init(&f->twin, NULL);
     return f;
 }
 
@@ -70,6 +71,55 @@ frame_t *frame_raw(const void *bytes, size_t len)
 
 void frame_unref(frame_t *f)
 {
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
+        frame_t *twin = atomic_load_explicit(&f->twin, memory_order_acquire);
+        if (twin != NULL)
+            frame_unref(twin);
         free(f);
+    }
+}
+
+const uint8_t *frame_payload_span(const frame_t *f, size_t *len)
+{
+    uint8_t l7 = f->data[1] & 0x7f;
+    size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
+    *len = f->len - hdr;
+    return f->data + hdr;
+}
+
+frame_t *frame_deflate(const frame_t *f, pmd_deflater_t *d)
+{
+    size_t plen;
+    const uint8_t *p = frame_payload_span(f, &plen);
+    size_t cap = pmd_deflate_bound(d, plen);
+    frame_t *g = frame_new(cap, 0);
+    if (g == NULL)
+        return NULL;
+    ssize_t n = pmd_deflate(d, p, plen, frame_payload(g), cap);
+    if (n < 0) {
+        frame_unref(g);
+        return NULL;
+    }
+    size_t h = ws_header_size((uint64_t)n, false);
+    g->data = frame_payload(g) - h;
+    ws_frame_header(g->data, f->opcode, true, true, (uint64_t)n, NULL);
+    g->len = (uint32_t)(h + (size_t)n);
+    g->opcode = f->opcode;
+    return g;
+}
+
+frame_t *frame_twin(frame_t *f, pmd_deflater_t *d)
+{
+    frame_t *t = atomic_load_explicit(&f->twin, memory_order_acquire);
+    if (t != NULL)
+        return t;
+    frame_t *mine = frame_deflate(f, d);
+    if (mine == NULL)
+        return NULL;
+    frame_t *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&f->twin, &expected, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    frame_unref(mine); /* another worker was first */
+    return expected;
 }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <wsproto/pmd.h>
 #include <wsproto/ws_frame.h>
 
 typedef struct frame {
@@ -29,6 +30,10 @@ typedef struct frame {
     const char *topic; /* message frames: NUL-terminated topic; else NULL */
     uint16_t topic_len;
     uint8_t opcode;
+    /* The same message compressed (permessage-deflate, no context
+     * takeover, 15-bit window), made by the first worker that needs it and
+     * shared from then on; freed with this frame. */
+    _Atomic(struct frame *) twin;
     uint8_t buf[]; /* [WS_MAX_SERVER_HEADER headroom][payload][topic NUL] */
 } frame_t;
 
@@ -68,5 +73,17 @@ static inline void frame_ref_n(frame_t *f, unsigned n)
 }
 
 void frame_unref(frame_t *f);
+
+/* The payload of a FIN frame made here (after its header). */
+const uint8_t *frame_payload_span(const frame_t *f, size_t *len);
+
+/* f's payload compressed with d into a new frame (RSV1 set, same opcode),
+ * with one reference; NULL on failure. */
+frame_t *frame_deflate(const frame_t *f, pmd_deflater_t *d);
+
+/* f's compressed twin, made with d (no context takeover, 15 bits) if f has
+ * none yet. The twin belongs to f: callers add references for what they
+ * queue. NULL on failure. Any thread. */
+frame_t *frame_twin(frame_t *f, pmd_deflater_t *d);
 
 #endif

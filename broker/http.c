@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <wsproto/pmd.h>
 #include <wsproto/ws_handshake.h>
 
 #include "assets.h"
@@ -467,8 +468,21 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
         conn_http_finish(c, http_error(status, why ? why : wsh_status_text(status)));
         return;
     }
+    /* permessage-deflate: the first acceptable offer. Clients always
+     * compress without context takeover (one inflater per worker serves
+     * them all); the broker does too in shared mode (one compression per
+     * message, shared by every subscriber). */
+    pmd_params_t pmd;
+    char ext[160];
+    bool deflate = false;
+    if (cfg->deflate != DEFLATE_OFF) {
+        pmd_policy_t policy = {.server_no_context_takeover = cfg->deflate == DEFLATE_SHARED,
+                               .client_no_context_takeover = true};
+        deflate = pmd_negotiate(req->headers, req->num_headers, &policy, &pmd) == PMD_OK &&
+                  pmd_format_response(&pmd, ext, sizeof(ext)) > 0;
+    }
     char resp[512];
-    int n = wsh_write_101(resp, sizeof(resp), &up, NULL);
+    int n = wsh_write_101(resp, sizeof(resp), &up, deflate ? ext : NULL);
     if (n < 0) {
         auth_free(auth);
         conn_abort(c);
@@ -476,7 +490,7 @@ static void upgrade(conn_t *c, const wsh_request_t *req)
     }
     LOG(LOG_DEBUG, w->id, c->id, "ws_open", "path=%.*s sub=\"%s\"", (int)req->path.len, req->path.p,
         auth ? auth_subject(auth) : "");
-    conn_open_ws(c, ep, frame_raw(resp, (size_t)n), auth);
+    conn_open_ws(c, ep, frame_raw(resp, (size_t)n), auth, deflate ? &pmd : NULL);
 }
 
 static void on_request(conn_t *c, const wsh_request_t *req)

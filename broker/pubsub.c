@@ -317,9 +317,18 @@ static void replay(conn_t *c, frame_t **frames, size_t n)
 {
     unsigned queued = 0;
     for (size_t i = 0; i < n; i++) {
-        if (conn_deliver(c, frames[i])) {
-            queued++;
+        conn_dlv_t how = conn_deliver(c, frames[i]);
+        queued += how != DLV_NONE;
+        switch (how) {
+        case DLV_SAME:
             frames[i] = NULL; /* the output ring holds this reference now */
+            break;
+        case DLV_TWIN:
+            frame_ref(atomic_load(&frames[i]->twin));
+            break;
+        case DLV_OWN:
+        case DLV_NONE:
+            break;
         }
     }
     STAT_ADD(&c->w->stats, replayed, queued);
@@ -523,7 +532,7 @@ void pubsub_message(conn_t *c, const uint8_t *data, size_t len)
 typedef struct deliver_ctx {
     wrk_t *w;
     frame_t *f;
-    unsigned queued;
+    unsigned same, twin, own; /* what conn_deliver queued, by kind */
 } deliver_ctx_t;
 
 static void deliver_pattern(void *value, void *arg)
@@ -542,19 +551,32 @@ static void deliver_pattern(void *value, void *arg)
                 continue; /* replayed already */
         }
         c->stamp = stamp;
-        if (conn_deliver(c, d->f))
-            d->queued++;
+        switch (conn_deliver(c, d->f)) {
+        case DLV_SAME:
+            d->same++;
+            break;
+        case DLV_TWIN:
+            d->twin++;
+            break;
+        case DLV_OWN:
+            d->own++;
+            break;
+        case DLV_NONE:
+            break;
+        }
     }
 }
 
 void pubsub_deliver(wrk_t *w, frame_t *f)
 {
-    deliver_ctx_t d = {w, f, 0};
+    deliver_ctx_t d = {w, f, 0, 0, 0};
     w->stamp++;
     ptable_match(&w->subs, f->topic, f->topic_len, deliver_pattern, &d);
-    if (d.queued > 0) {
-        frame_ref_n(f, d.queued);
-        STAT_ADD(&w->stats, delivered, d.queued);
-    }
+    /* References in bulk: one atomic add per frame, not per subscriber. */
+    if (d.same > 0)
+        frame_ref_n(f, d.same);
+    if (d.twin > 0)
+        frame_ref_n(atomic_load(&f->twin), d.twin);
+    STAT_ADD(&w->stats, delivered, d.same + d.twin + d.own);
     frame_unref(f);
 }

@@ -506,6 +506,11 @@ static void run(void *arg)
 int wrk_start(wrk_t *w)
 {
     uv_loop_t *loop = &w->loop;
+    if (w->cfg->deflate != DEFLATE_OFF && (pmd_deflater_init(&w->deflater, 15, true) != PMD_OK ||
+                                           pmd_inflater_init(&w->inflater, true) != PMD_OK)) {
+        LOG(LOG_ERROR, w->id, 0, "startup_failed", "error=\"zlib: out of memory\"");
+        return -1;
+    }
     uv_async_init(loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_async_init(loop, &w->ctl, on_ctl);
@@ -565,6 +570,9 @@ void wrk_free(wrk_t *w)
     free(w->inbox);
     free(w->batch);
     free(w->slow);
+    pmd_deflater_end(&w->deflater);
+    pmd_inflater_end(&w->inflater);
+    free(w->inflated.buf);
     conn_pool_free(w);
     free(w);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include <uv.h>
+#include <wsproto/pmd.h>
 
 #include "broker.h"
 #include "frame.h"
@@ -82,6 +83,12 @@ struct wrk {
     wreq_t *wreq_free;
     unsigned wreq_nfree;
     stats_t stats;
+    /* permessage-deflate: shared compression (no context takeover, 15
+     * bits) and inflation of client messages (no context takeover, which
+     * the broker always asks of clients), one each per worker. */
+    pmd_deflater_t deflater;
+    pmd_inflater_t inflater;
+    pmd_buf_t inflated; /* the last inflated message */
     uint8_t rbuf[WRK_READ_BUF];
 };
 
