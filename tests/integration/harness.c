@@ -25,6 +25,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -305,22 +306,42 @@ void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const
     start(b, port, args, env);
 }
 
+/* Wait until pid exits or deadline. Returns true with *st set once it has
+ * been reaped. Blocks in poll on a pidfd; where there is none (kernels
+ * before 5.3), checks every 2 ms. */
+static bool reap_until(pid_t pid, int *st, int64_t deadline)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    bool done = false;
+    for (;;) {
+        pid_t r = waitpid(pid, st, WNOHANG);
+        if (r == pid) {
+            done = true;
+            break;
+        }
+        if ((r < 0 && errno != EINTR) || it_now_ms() >= deadline)
+            break;
+        if (pfd >= 0) {
+            struct pollfd p = {.fd = pfd, .events = POLLIN};
+            poll(&p, 1, remaining(deadline));
+        } else {
+            it_sleep_ms(2);
+        }
+    }
+    if (pfd >= 0)
+        close(pfd);
+    return done;
+}
+
 int it_broker_wait(it_broker_t *b, int timeout_ms)
 {
     int st;
-    int64_t deadline = it_now_ms() + timeout_ms;
     if (b->pid <= 0)
         return -1;
-    for (;;) {
-        pid_t r = waitpid(b->pid, &st, WNOHANG);
-        if (r == b->pid) {
-            b->pid = 0;
-            return st;
-        }
-        if ((r < 0 && errno != EINTR) || it_now_ms() >= deadline)
-            return -1;
-        it_sleep_ms(2);
-    }
+    if (!reap_until(b->pid, &st, it_now_ms() + timeout_ms))
+        return -1;
+    b->pid = 0;
+    return st;
 }
 
 int it_broker_term(it_broker_t *b, int timeout_ms)
@@ -372,18 +393,10 @@ int it_run(const char *const *args, const char *const *env, char *out, size_t ou
     argv[k] = NULL;
     pid_t pid = spawn(argv, env, ofd, efd);
     IT_ASSERT(pid > 0, "fork failed");
-    int64_t deadline = it_now_ms() + timeout_ms;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (it_now_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            st = -1;
-            break;
-        }
-        it_sleep_ms(5);
+    if (!reap_until(pid, &st, it_now_ms() + timeout_ms)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        st = -1;
     }
     it_broker_t tmp = {.logfd = ofd};
     if (out != NULL)
@@ -425,21 +438,25 @@ bool it_tcp_send(int fd, const void *buf, size_t len, int timeout_ms)
 {
     const uint8_t *p = buf;
     int64_t deadline = it_now_ms() + timeout_ms;
+    /* Send first and poll only when the socket is full: one syscall per
+     * send in the common case. */
     while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return false;
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
         int r = poll(&pfd, 1, remaining(deadline));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
             return false;
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
     }
     return true;
 }
@@ -452,10 +469,19 @@ void it_tcp_reset(int fd)
 }
 
 /* Read what is available within the deadline into buf. Returns bytes read,
- * 0 on EOF, -1 on reset or error (errno kept), -2 on timeout. */
+ * 0 on EOF, -1 on reset or error (errno kept), -2 on timeout. Tries the
+ * read first and blocks in poll only when nothing is waiting, so a busy
+ * connection costs one syscall per buffer-full. */
 static ssize_t read_some(int fd, void *buf, size_t cap, int64_t deadline)
 {
     for (;;) {
+        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r = poll(&pfd, 1, remaining(deadline));
         if (r < 0 && errno == EINTR)
@@ -464,12 +490,6 @@ static ssize_t read_some(int fd, void *buf, size_t cap, int64_t deadline)
             return -1;
         if (r == 0)
             return -2;
-        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
-        if (n >= 0)
-            return n;
-        if (errno == EAGAIN || errno == EINTR)
-            continue;
-        return -1;
     }
 }
 
@@ -1054,19 +1074,31 @@ static const char *sop_name(int op)
     return "?";
 }
 
+it_ev_t it_next(it_conn_t *c, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        it_ev_t ev = it_recv(c, remaining(deadline));
+        if (ev.type != IT_EV_PING || !c->auto_pong)
+            return ev;
+        uint8_t frame[WS_MAX_CONTROL + WS_MAX_HEADER];
+        size_t n = it_frame(c, frame, WS_OP_PONG, true, 0, true, ev.data, ev.len);
+        if (!it_try_send(c, frame, n)) {
+            snprintf(c->errtext, sizeof(c->errtext), "sending a Pong failed: %s",
+                     errno ? strerror(errno) : "timeout");
+            ev.type = IT_EV_ERROR;
+            return ev;
+        }
+    }
+}
+
 /* Next event, answering and skipping Pings when c->auto_pong. */
 static it_ev_t next_event(const char *file, int line, it_conn_t *c, int64_t deadline)
 {
-    for (;;) {
-        it_ev_t ev = it_recv(c, remaining(deadline));
-        if (ev.type == IT_EV_PING && c->auto_pong) {
-            it_send_frame_ex_at(file, line, c, WS_OP_PONG, true, 0, true, ev.data, ev.len);
-            continue;
-        }
-        if (ev.type == IT_EV_ERROR)
-            it_fail_at(file, line, "%s: %s", c->name, c->errtext);
-        return ev;
-    }
+    it_ev_t ev = it_next(c, remaining(deadline));
+    if (ev.type == IT_EV_ERROR)
+        it_fail_at(file, line, "%s: %s", c->name, c->errtext);
+    return ev;
 }
 
 const char *it_expect_json_at(const char *file, int line, it_conn_t *c, msg_server_t *m,

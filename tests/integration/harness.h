@@ -63,6 +63,15 @@ typedef struct it_broker {
     int logfd; /* unlinked temp file holding the broker's stdout and stderr */
 } it_broker_t;
 
+/* Broker arguments for a test that holds connections it does not read for
+ * a while, lets a reader fall far behind, or reads frame by frame with
+ * auto_pong off: no heartbeat, so no Ping or 1001 'ping timeout' can come
+ * between however slowly the test runs. Every other connection must be
+ * read with it_next or the it_expect_* checks, which answer the broker's
+ * Pings (default interval 20 s, timeout 10 s): a test must never depend on
+ * ending before the first Ping of a heartbeat it did not configure. */
+#define IT_NO_HEARTBEAT "--ping-interval", "0"
+
 /* Start WSBROKER_BIN --bind 127.0.0.1 --port P args... with WSBROKER_*
  * variables removed from its environment and env ("NAME=value" strings)
  * added. P is a free port; a start that fails is retried with a new port.
@@ -221,6 +230,12 @@ void it_conn_reset(it_conn_t *c);
 /* Next event, waiting at most timeout_ms. Pings are returned like anything
  * else (nothing is answered automatically here). */
 it_ev_t it_recv(it_conn_t *c, int timeout_ms);
+
+/* it_recv, but Pings are answered and skipped when c->auto_pong (a failed
+ * Pong is IT_EV_ERROR, c->errtext says why). Safe in any thread. A Ping
+ * queues behind everything the broker sent before it, so a reader far
+ * behind its backlog can still miss the ping timeout: see IT_NO_HEARTBEAT. */
+it_ev_t it_next(it_conn_t *c, int timeout_ms);
 
 /* Readable name of an event for messages: "text {...}", "close 1002", ... */
 const char *it_ev_describe(const it_ev_t *ev, char *buf, size_t cap);
