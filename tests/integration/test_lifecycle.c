@@ -241,6 +241,7 @@ START_TEST(graceful_shutdown)
         it_conn_free(subs[i]);
     it_conn_free(p);
     it_conn_free(stubborn);
+    it_broker_release(&b);
 }
 END_TEST
 
@@ -257,6 +258,7 @@ START_TEST(sigint_shutdown)
     IT_ASSERT(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "broker after SIGINT: expected exit 0 within 2 s, got status %d", status);
     it_conn_free(c);
+    it_broker_release(&b);
 }
 END_TEST
 
@@ -289,7 +291,7 @@ START_TEST(sigterm_right_after_ready)
                   st == -1          ? 0
                   : WIFSIGNALED(st) ? WTERMSIG(st)
                                     : WEXITSTATUS(st));
-        close(b.logfd);
+        it_broker_release(&b);
     }
 }
 END_TEST
