@@ -8,6 +8,9 @@ pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev libssl-dev libcjso
       curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(check clang libclang-rt-14-dev python3 chromium)
+  # Debian's node (18 on Debian 12) and npm; where node is older than 20,
+  # tests/browser/run.sh adds a pinned Node 20 from the npm registry under
+  # tests/browser/node/ for the browser tests only.
   command -v node >/dev/null || pkgs+=(nodejs)
   command -v npm >/dev/null || pkgs+=(npm)
 fi

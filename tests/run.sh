@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Build and run the whole test suite:
-#   plain  unit + integration suites, RelWithDebInfo, -Werror
-#   asan   the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   plain  unit, integration and client suites, gcc RelWithDebInfo
+#   builds the whole tree (tests included) as gcc Release (-O3) and as clang
+#          Release, and their unit suites: a warning under either fails
+#   asan   the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan   the integration and client suites (real broker, 4 workers,
 #          churn, C client library) under ThreadSanitizer
 #   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each
 #   browser  headless Chromium (Debian's) driving the demo page and
 #          wsbroker.js against the plain build's broker
-# Select stages with STAGES="plain asan" (default: all). Exits non-zero on
-# any failure and ends with one "N passed, N failed" line.
+# Every build here has -Wall -Wextra -Werror (WSBROKER_WERROR=ON; a plain
+# cmake build leaves it off). Select stages with STAGES="plain asan"
+# (default: all, in the order above). Exits non-zero on any failure and
+# ends with one "N passed, N failed" line.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/deploy/deps.sh" --test || exit 1
 
-stages="${STAGES:-plain asan tsan fuzz browser}"
+stages="${STAGES:-plain builds asan tsan fuzz browser}"
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 jobs="$(nproc)"
 passed=0
@@ -23,7 +27,8 @@ failures=()
 
 configure_build() { # dir, cmake args...
   local dir="$1"; shift
-  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir" -j "$jobs"
+  cmake -S "$root" -B "$dir" -G Ninja -DWSBROKER_WERROR=ON "$@" >/dev/null &&
+    cmake --build "$dir" -j "$jobs"
 }
 
 run_ctest() { # stage, dir, ctest args...
@@ -47,6 +52,15 @@ for stage in $stages; do
       if configure_build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
         run_ctest plain build-test
       else failed=$((failed + 1)); failures+=("plain: build failed"); fi ;;
+    builds)
+      if configure_build build-release -DCMAKE_BUILD_TYPE=Release; then
+        passed=$((passed + 1)); echo "builds: gcc Release: ok"
+        run_ctest builds-gcc build-release -L unit
+      else failed=$((failed + 1)); failures+=("builds: gcc Release build failed"); fi
+      if CC=clang configure_build build-clang -DCMAKE_BUILD_TYPE=Release; then
+        passed=$((passed + 1)); echo "builds: clang Release: ok"
+        run_ctest builds-clang build-clang -L unit
+      else failed=$((failed + 1)); failures+=("builds: clang Release build failed"); fi ;;
     asan)
       if configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DWSBROKER_SANITIZE=address; then
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -1,10 +1,10 @@
 /*
- * tutil.h - helpers for the client tests: the real broker as a child
- * process on a free loopback port, bounded loop runs, and a recorder that
- * collects everything a client reports.
+ * tutil.h - helpers for the client tests: bounded runs of a libuv loop, and
+ * a recorder that collects everything a client reports. The broker process
+ * (start on a free loopback port, stop, kill, pause) and the clock come
+ * from the integration harness (tests/integration/harness.h).
  *
- * Every wait is bounded. The broker gets PR_SET_PDEATHSIG, so a test that
- * fails or times out leaves no process behind.
+ * Every wait is bounded.
  */
 #ifndef WSBROKER_TEST_CLIENTS_TUTIL_H
 #define WSBROKER_TEST_CLIENTS_TUTIL_H
@@ -12,46 +12,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include <wsbroker/client.h>
 
-/* ---- the broker ---- */
-
-typedef struct tb_broker {
-    pid_t pid; /* 0 when not running */
-    int port;
-    char url[64]; /* ws://127.0.0.1:PORT/ws */
-    char log[64]; /* file with the broker's output */
-} tb_broker_t;
-
-/* Start WSBROKER_BIN --bind 127.0.0.1 --port P --workers 1 [args...] and
- * wait (at most 10 s) until GET /healthz answers 200. port 0 picks a free
- * port (retrying on a race). args is NULL-terminated or NULL. Returns false
- * if the broker did not come up. */
-bool tb_start(tb_broker_t *b, int port, const char *const *args);
-
-/* SIGTERM and wait at most 10 s (SIGKILL after that). Returns true if the
- * broker exited with status 0. */
-bool tb_stop(tb_broker_t *b);
-
-/* Delete the broker's log file (kept when a test fails). */
-void tb_remove_log(tb_broker_t *b);
-
-/* SIGKILL and reap. */
-void tb_kill(tb_broker_t *b);
-
-/* SIGSTOP / SIGCONT: the broker keeps its sockets but stops answering. */
-void tb_pause(tb_broker_t *b);
-void tb_resume(tb_broker_t *b);
-
-/* Wait at most timeout_ms until GET /healthz on port answers 200. */
-bool tb_wait_healthy(int port, int timeout_ms);
-
-/* A loopback port nobody listens on right now. */
-int tb_free_port(void);
-
-int64_t tb_now_ms(void);
+#include "harness.h"
 
 /* ---- loops ---- */
 

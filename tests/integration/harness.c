@@ -11,6 +11,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,6 +26,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,7 +180,8 @@ static pid_t spawn(char *const *argv, const char *const *env, int outfd, int err
     return pid;
 }
 
-static int make_logfile(void)
+/* An unlinked temp file for a command's output. */
+static int make_tempfile(void)
 {
     char path[] = "/tmp/wsbroker-it-XXXXXX";
     int fd = mkstemp(path);
@@ -187,6 +190,31 @@ static int make_logfile(void)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
     return fd;
+}
+
+/* The broker's log: a named file, deleted when the broker is stopped or
+ * released by a test that got that far, so a failed test leaves it behind. */
+static int make_logfile(it_broker_t *b)
+{
+    snprintf(b->log_path, sizeof(b->log_path), "/tmp/wsbroker-test-XXXXXX.log");
+    int fd = mkstemps(b->log_path, 4);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    else
+        b->log_path[0] = '\0';
+    return fd;
+}
+
+static void close_log(it_broker_t *b)
+{
+    if (cur_broker == b)
+        cur_broker = NULL;
+    if (b->logfd >= 0)
+        close(b->logfd);
+    b->logfd = -1;
+    if (b->log_path[0] != '\0')
+        unlink(b->log_path);
+    b->log_path[0] = '\0';
 }
 
 bool it_broker_alive(it_broker_t *b)
@@ -229,19 +257,22 @@ void it_broker_dump(const it_broker_t *b, size_t max)
     if (n < 0)
         n = 0;
     buf[n] = '\0';
-    fprintf(stderr, "---- broker output (port %d, last %zd of %zu bytes) ----\n%s%s---- end ----\n",
-            b->port, n, size, buf, n > 0 && buf[n - 1] != '\n' ? "\n" : "");
+    fprintf(stderr,
+            "---- broker output (port %d, last %zd of %zu bytes of %s) ----\n%s%s---- end ----\n",
+            b->port, n, size, b->log_path, buf, n > 0 && buf[n - 1] != '\n' ? "\n" : "");
     free(buf);
 }
 
-/* Wait until /healthz answers 200, the process exits, or deadline. */
+/* Wait until /healthz answers 200, the process b (if not NULL) exits, or
+ * deadline. A refused connection is tried again 20 ms later. */
 static int wait_healthy(it_broker_t *b, int port, int64_t deadline)
 {
     while (it_now_ms() < deadline) {
         it_http_t r;
-        if (!it_broker_alive(b))
+        if (b != NULL && !it_broker_alive(b))
             return -1;
-        int st = quick_get(port, "/healthz", &r, 1000);
+        int st = quick_get(port, "/healthz", &r,
+                           remaining(deadline) < 1000 ? remaining(deadline) : 1000);
         it_http_free(&r);
         if (st == 200)
             return 0;
@@ -250,7 +281,15 @@ static int wait_healthy(it_broker_t *b, int port, int64_t deadline)
     return -2;
 }
 
-static void start(it_broker_t *b, int fixed_port, const char *const *args, const char *const *env)
+bool it_wait_healthy(int port, int timeout_ms)
+{
+    return wait_healthy(NULL, port, it_now_ms() + timeout_ms) == 0;
+}
+
+/* Start the broker on a free port (fixed_port 0), on fixed_port with
+ * --port (port_flag) or on fixed_port given by env (not port_flag). */
+static void start(it_broker_t *b, int fixed_port, bool port_flag, const char *const *args,
+                  const char *const *env)
 {
     char *argv[64];
     char portstr[16];
@@ -260,7 +299,7 @@ static void start(it_broker_t *b, int fixed_port, const char *const *args, const
     IT_ASSERT(nargs + 6 < sizeof(argv) / sizeof(argv[0]), "too many broker arguments");
     signal(SIGPIPE, SIG_IGN);
     b->pid = 0;
-    b->logfd = make_logfile();
+    b->logfd = make_logfile(b);
     IT_ASSERT(b->logfd >= 0, "cannot create the broker log file: %s", strerror(errno));
     cur_broker = b;
 
@@ -272,7 +311,7 @@ static void start(it_broker_t *b, int fixed_port, const char *const *args, const
         argv[k++] = (char *)WSBROKER_BIN;
         argv[k++] = (char *)"--bind";
         argv[k++] = (char *)IT_HOST;
-        if (fixed_port <= 0) {
+        if (fixed_port <= 0 || port_flag) {
             argv[k++] = (char *)"--port";
             argv[k++] = portstr;
         }
@@ -281,9 +320,13 @@ static void start(it_broker_t *b, int fixed_port, const char *const *args, const
         argv[k] = NULL;
         b->pid = spawn(argv, env, b->logfd, b->logfd);
         IT_ASSERT(b->pid > 0, "fork failed: %s", strerror(errno));
+        snprintf(b->url, sizeof(b->url), "ws://%s:%d/ws", IT_HOST, b->port);
         int r = wait_healthy(b, b->port, it_now_ms() + 10000);
-        if (r == 0)
+        if (r == 0) {
+            fprintf(stderr, "[harness] broker pid %d on port %d, output in %s\n", (int)b->pid,
+                    b->port, b->log_path);
             return;
+        }
         if (r == -2) {
             it_fail("broker (pid %d, port %d) did not answer GET /healthz with 200 within 10 s",
                     (int)b->pid, b->port);
@@ -297,30 +340,55 @@ static void start(it_broker_t *b, int fixed_port, const char *const *args, const
 
 void it_broker_start_env(it_broker_t *b, const char *const *args, const char *const *env)
 {
-    start(b, 0, args, env);
+    start(b, 0, false, args, env);
 }
 
 void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const char *const *env)
 {
-    start(b, port, args, env);
+    start(b, port, false, args, env);
+}
+
+void it_broker_start_port(it_broker_t *b, int port, const char *const *args, const char *const *env)
+{
+    start(b, port, true, args, env);
+}
+
+/* Wait until pid exits or deadline. Returns true with *st set once it has
+ * been reaped. Blocks in poll on a pidfd; where there is none (kernels
+ * before 5.3), checks every 2 ms. */
+static bool reap_until(pid_t pid, int *st, int64_t deadline)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    bool done = false;
+    for (;;) {
+        pid_t r = waitpid(pid, st, WNOHANG);
+        if (r == pid) {
+            done = true;
+            break;
+        }
+        if ((r < 0 && errno != EINTR) || it_now_ms() >= deadline)
+            break;
+        if (pfd >= 0) {
+            struct pollfd p = {.fd = pfd, .events = POLLIN};
+            poll(&p, 1, remaining(deadline));
+        } else {
+            it_sleep_ms(2);
+        }
+    }
+    if (pfd >= 0)
+        close(pfd);
+    return done;
 }
 
 int it_broker_wait(it_broker_t *b, int timeout_ms)
 {
     int st;
-    int64_t deadline = it_now_ms() + timeout_ms;
     if (b->pid <= 0)
         return -1;
-    for (;;) {
-        pid_t r = waitpid(b->pid, &st, WNOHANG);
-        if (r == b->pid) {
-            b->pid = 0;
-            return st;
-        }
-        if ((r < 0 && errno != EINTR) || it_now_ms() >= deadline)
-            return -1;
-        it_sleep_ms(2);
-    }
+    if (!reap_until(b->pid, &st, it_now_ms() + timeout_ms))
+        return -1;
+    b->pid = 0;
+    return st;
 }
 
 int it_broker_term(it_broker_t *b, int timeout_ms)
@@ -350,9 +418,70 @@ void it_broker_stop_at(const char *file, int line, it_broker_t *b)
     if (WEXITSTATUS(st) != 0)
         it_fail_at(file, line, "broker exited with status %d on SIGTERM, expected 0",
                    WEXITSTATUS(st));
-    cur_broker = NULL;
-    close(b->logfd);
-    b->logfd = -1;
+    close_log(b);
+}
+
+void it_broker_kill(it_broker_t *b)
+{
+    int st;
+    if (b->pid <= 0)
+        return;
+    kill(b->pid, SIGKILL);
+    while (waitpid(b->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    b->pid = 0;
+}
+
+void it_broker_release(it_broker_t *b)
+{
+    it_broker_kill(b);
+    close_log(b);
+}
+
+/* True once every thread of pid is stopped (state T or t in /proc). */
+static bool all_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    bool stopped = d != NULL;
+    while (stopped && (e = readdir(d)) != NULL) {
+        char stat[512], file[128];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(file, sizeof(file), "%s/%.32s/stat", path, e->d_name);
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* the thread is gone */
+        ssize_t n = read(fd, stat, sizeof(stat) - 1);
+        close(fd);
+        stat[n > 0 ? n : 0] = '\0';
+        const char *p = strrchr(stat, ')');
+        if (p != NULL && p[1] == ' ' && p[2] != 'T' && p[2] != 't')
+            stopped = false;
+    }
+    if (d != NULL)
+        closedir(d);
+    return stopped;
+}
+
+void it_broker_pause(it_broker_t *b)
+{
+    IT_ASSERT(b->pid > 0, "pause: the broker is not running");
+    IT_ASSERT(kill(b->pid, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    int64_t deadline = it_now_ms() + 2000;
+    while (!all_stopped(b->pid)) {
+        IT_ASSERT(it_now_ms() < deadline, "broker pid %d: not every thread stopped within 2 s",
+                  (int)b->pid);
+        it_sleep_ms(2);
+    }
+}
+
+void it_broker_resume(it_broker_t *b)
+{
+    IT_ASSERT(b->pid > 0, "resume: the broker is not running");
+    IT_ASSERT(kill(b->pid, SIGCONT) == 0, "SIGCONT: %s", strerror(errno));
 }
 
 int it_run(const char *const *args, const char *const *env, char *out, size_t out_cap, char *err,
@@ -361,7 +490,7 @@ int it_run(const char *const *args, const char *const *env, char *out, size_t ou
     char *argv[64];
     size_t k = 0;
     int st = -1;
-    int ofd = make_logfile(), efd = make_logfile();
+    int ofd = make_tempfile(), efd = make_tempfile();
     IT_ASSERT(ofd >= 0 && efd >= 0, "cannot create temp files");
     signal(SIGPIPE, SIG_IGN);
     argv[k++] = (char *)WSBROKER_BIN;
@@ -372,18 +501,10 @@ int it_run(const char *const *args, const char *const *env, char *out, size_t ou
     argv[k] = NULL;
     pid_t pid = spawn(argv, env, ofd, efd);
     IT_ASSERT(pid > 0, "fork failed");
-    int64_t deadline = it_now_ms() + timeout_ms;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (it_now_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            st = -1;
-            break;
-        }
-        it_sleep_ms(5);
+    if (!reap_until(pid, &st, it_now_ms() + timeout_ms)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        st = -1;
     }
     it_broker_t tmp = {.logfd = ofd};
     if (out != NULL)
@@ -425,21 +546,25 @@ bool it_tcp_send(int fd, const void *buf, size_t len, int timeout_ms)
 {
     const uint8_t *p = buf;
     int64_t deadline = it_now_ms() + timeout_ms;
+    /* Send first and poll only when the socket is full: one syscall per
+     * send in the common case. */
     while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return false;
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
         int r = poll(&pfd, 1, remaining(deadline));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
             return false;
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
     }
     return true;
 }
@@ -452,10 +577,19 @@ void it_tcp_reset(int fd)
 }
 
 /* Read what is available within the deadline into buf. Returns bytes read,
- * 0 on EOF, -1 on reset or error (errno kept), -2 on timeout. */
+ * 0 on EOF, -1 on reset or error (errno kept), -2 on timeout. Tries the
+ * read first and blocks in poll only when nothing is waiting, so a busy
+ * connection costs one syscall per buffer-full. */
 static ssize_t read_some(int fd, void *buf, size_t cap, int64_t deadline)
 {
     for (;;) {
+        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r = poll(&pfd, 1, remaining(deadline));
         if (r < 0 && errno == EINTR)
@@ -464,12 +598,6 @@ static ssize_t read_some(int fd, void *buf, size_t cap, int64_t deadline)
             return -1;
         if (r == 0)
             return -2;
-        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
-        if (n >= 0)
-            return n;
-        if (errno == EAGAIN || errno == EINTR)
-            continue;
-        return -1;
     }
 }
 
@@ -1054,19 +1182,31 @@ static const char *sop_name(int op)
     return "?";
 }
 
+it_ev_t it_next(it_conn_t *c, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        it_ev_t ev = it_recv(c, remaining(deadline));
+        if (ev.type != IT_EV_PING || !c->auto_pong)
+            return ev;
+        uint8_t frame[WS_MAX_CONTROL + WS_MAX_HEADER];
+        size_t n = it_frame(c, frame, WS_OP_PONG, true, 0, true, ev.data, ev.len);
+        if (!it_try_send(c, frame, n)) {
+            snprintf(c->errtext, sizeof(c->errtext), "sending a Pong failed: %s",
+                     errno ? strerror(errno) : "timeout");
+            ev.type = IT_EV_ERROR;
+            return ev;
+        }
+    }
+}
+
 /* Next event, answering and skipping Pings when c->auto_pong. */
 static it_ev_t next_event(const char *file, int line, it_conn_t *c, int64_t deadline)
 {
-    for (;;) {
-        it_ev_t ev = it_recv(c, remaining(deadline));
-        if (ev.type == IT_EV_PING && c->auto_pong) {
-            it_send_frame_ex_at(file, line, c, WS_OP_PONG, true, 0, true, ev.data, ev.len);
-            continue;
-        }
-        if (ev.type == IT_EV_ERROR)
-            it_fail_at(file, line, "%s: %s", c->name, c->errtext);
-        return ev;
-    }
+    it_ev_t ev = it_next(c, remaining(deadline));
+    if (ev.type == IT_EV_ERROR)
+        it_fail_at(file, line, "%s: %s", c->name, c->errtext);
+    return ev;
 }
 
 const char *it_expect_json_at(const char *file, int line, it_conn_t *c, msg_server_t *m,

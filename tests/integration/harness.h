@@ -8,9 +8,12 @@
  *
  * Failures abort the current Check test with a message that names the
  * test's file and line, what was expected and what arrived, and print the
- * tail of the broker's captured stdout/stderr. The broker dies with the test
- * process (PR_SET_PDEATHSIG), so a failed or timed-out test leaves nothing
- * behind.
+ * tail of the broker's captured stdout/stderr. That output is in a file in
+ * /tmp, deleted when the test stops (it_broker_stop) or releases
+ * (it_broker_release) its broker, so it stays for a test that failed,
+ * also through Check's own assertions. The broker dies with the test
+ * process (PR_SET_PDEATHSIG), so a failed or timed-out test leaves no
+ * process behind.
  *
  * Every function is safe to call from several threads as long as each
  * it_conn_t is used by one thread at a time, except the failing checks:
@@ -60,8 +63,22 @@ void it_sleep_ms(int ms);
 typedef struct it_broker {
     pid_t pid; /* 0 when not running */
     int port;
-    int logfd; /* unlinked temp file holding the broker's stdout and stderr */
+    int logfd;         /* the broker's stdout and stderr, -1 when released */
+    char log_path[64]; /* that file: deleted by it_broker_stop and _release */
+    char url[64];      /* ws://127.0.0.1:PORT/ws */
 } it_broker_t;
+
+/* A broker not started (yet): what it_broker_release may see. */
+#define IT_BROKER_NONE ((it_broker_t){.pid = 0, .logfd = -1})
+
+/* Broker arguments for a test that holds connections it does not read for
+ * a while, lets a reader fall far behind, or reads frame by frame with
+ * auto_pong off: no heartbeat, so no Ping or 1001 'ping timeout' can come
+ * between however slowly the test runs. Every other connection must be
+ * read with it_next or the it_expect_* checks, which answer the broker's
+ * Pings (default interval 20 s, timeout 10 s): a test must never depend on
+ * ending before the first Ping of a heartbeat it did not configure. */
+#define IT_NO_HEARTBEAT "--ping-interval", "0"
 
 /* Start WSBROKER_BIN --bind 127.0.0.1 --port P args... with WSBROKER_*
  * variables removed from its environment and env ("NAME=value" strings)
@@ -76,6 +93,11 @@ void it_broker_start_env(it_broker_t *b, const char *const *args, const char *co
  * function waits for /healthz on port. */
 void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const char *const *env);
 
+/* Start with --port port (e.g. again on the port of a broker that was
+ * stopped: clients reconnect there). Not retried on another port. */
+void it_broker_start_port(it_broker_t *b, int port, const char *const *args,
+                          const char *const *env);
+
 /* Send SIGTERM and wait up to timeout_ms for the exit. Returns the wait
  * status, or -1 if the process did not exit (it is then SIGKILLed). */
 int it_broker_term(it_broker_t *b, int timeout_ms);
@@ -84,9 +106,26 @@ int it_broker_term(it_broker_t *b, int timeout_ms);
  * Returns the wait status, or -1 if it is still running. */
 int it_broker_wait(it_broker_t *b, int timeout_ms);
 
-/* it_broker_term with a 10 s bound, failing unless the exit status is 0. */
+/* it_broker_term with a 10 s bound, failing unless the exit status is 0;
+ * then deletes the log. */
 #define it_broker_stop(b) it_broker_stop_at(__FILE__, __LINE__, (b))
 void it_broker_stop_at(const char *file, int line, it_broker_t *b);
+
+/* SIGKILL (also when paused) and reap, if running. The log stays. */
+void it_broker_kill(it_broker_t *b);
+
+/* The end of a test whose broker is not stopped with it_broker_stop: kill
+ * it if it still runs and delete its log. Fine on IT_BROKER_NONE. */
+void it_broker_release(it_broker_t *b);
+
+/* SIGSTOP, returning once every thread of the broker is stopped: it keeps
+ * its sockets (connects still complete in the backlog) but answers
+ * nothing. it_broker_resume sends SIGCONT. */
+void it_broker_pause(it_broker_t *b);
+void it_broker_resume(it_broker_t *b);
+
+/* Wait at most timeout_ms until GET /healthz on port answers 200. */
+bool it_wait_healthy(int port, int timeout_ms);
 
 /* True while the process has not exited (reaps it if it has). */
 bool it_broker_alive(it_broker_t *b);
@@ -221,6 +260,12 @@ void it_conn_reset(it_conn_t *c);
 /* Next event, waiting at most timeout_ms. Pings are returned like anything
  * else (nothing is answered automatically here). */
 it_ev_t it_recv(it_conn_t *c, int timeout_ms);
+
+/* it_recv, but Pings are answered and skipped when c->auto_pong (a failed
+ * Pong is IT_EV_ERROR, c->errtext says why). Safe in any thread. A Ping
+ * queues behind everything the broker sent before it, so a reader far
+ * behind its backlog can still miss the ping timeout: see IT_NO_HEARTBEAT. */
+it_ev_t it_next(it_conn_t *c, int timeout_ms);
 
 /* Readable name of an event for messages: "text {...}", "close 1002", ... */
 const char *it_ev_describe(const it_ev_t *ev, char *buf, size_t cap);

@@ -76,7 +76,7 @@ static it_conn_t *upgrade(bool wait_hello)
         return NULL;
     }
     if (wait_hello) {
-        it_ev_t ev = it_recv(c, 5000);
+        it_ev_t ev = it_next(c, 5000);
         if (ev.type != IT_EV_TEXT || strstr((const char *)ev.data, "\"hello\"") == NULL) {
             char d[300];
             report("churn client: expected hello, got %s", it_ev_describe(&ev, d, sizeof(d)));
@@ -108,7 +108,7 @@ static void churn_once(uint64_t *rs)
         subscribe_some(c, rs);
         send_text(c, "{\"op\":\"publish\",\"topic\":\"churn.a\",\"data\":[1,2,3],\"id\":1}");
         for (int i = 0; i < 50; i++) {
-            it_ev_t ev = it_recv(c, 5000);
+            it_ev_t ev = it_next(c, 5000);
             if (ev.type == IT_EV_TEXT && strstr((const char *)ev.data, "\"ack\"") != NULL)
                 break;
             if (ev.type != IT_EV_TEXT) {
@@ -245,19 +245,15 @@ static void *steady_reader(void *arg)
         int target = atomic_load(&s->target);
         if (target >= 0 && s->got >= target)
             return NULL;
-        it_ev_t ev = it_recv(s->c, 1000);
+        /* Until the target is known, wake up every 100 ms to look at it;
+         * once it is, every message still due must come within 10 s. */
+        it_ev_t ev = it_next(s->c, target >= 0 ? 10000 : 100);
         if (ev.type == IT_EV_TIMEOUT) {
             if (target >= 0) {
                 snprintf(s->error, sizeof(s->error), "%s: %d of %d messages, then silence",
                          s->c->name, s->got, target);
                 return NULL;
             }
-            continue;
-        }
-        if (ev.type == IT_EV_PING) {
-            uint8_t pong[WS_MAX_CONTROL + WS_MAX_HEADER];
-            it_try_send(s->c, pong,
-                        it_frame(s->c, pong, WS_OP_PONG, true, 0, true, ev.data, ev.len));
             continue;
         }
         msg_server_t m;
@@ -290,13 +286,7 @@ static void *steady_publisher(void *arg)
             return NULL;
         }
         msg_server_t m;
-        it_ev_t ev = it_recv(steady_pub, 5000);
-        if (ev.type == IT_EV_PING) {
-            uint8_t pong[WS_MAX_CONTROL + WS_MAX_HEADER];
-            it_try_send(steady_pub, pong,
-                        it_frame(steady_pub, pong, WS_OP_PONG, true, 0, true, ev.data, ev.len));
-            ev = it_recv(steady_pub, 5000);
-        }
+        it_ev_t ev = it_next(steady_pub, 5000);
         if (ev.type != IT_EV_TEXT ||
             msg_parse_server((const char *)ev.data, ev.len, &m) != MSG_OK || m.op != MSG_S_ACK ||
             m.seq != (uint64_t)k) {
@@ -309,6 +299,18 @@ static void *steady_publisher(void *arg)
         it_sleep_ms(STEADY_EVERY);
     }
     return NULL;
+}
+
+/* Metric name once it equals want, or its last value after 5 s of asking
+ * every 50 ms (-1 if absent). */
+static double settled_metric(int p, const char *name, double want)
+{
+    double v = it_metric(p, name);
+    for (int64_t end = it_now_ms() + 5000; v >= 0 && v != want && it_now_ms() < end;) {
+        it_sleep_ms(50);
+        v = it_metric(p, name);
+    }
+    return v;
 }
 
 START_TEST(churn_with_steady_subscribers)
@@ -326,9 +328,16 @@ START_TEST(churn_with_steady_subscribers)
     }
     steady_pub = it_ws_hello(port, NULL);
     double open0 = it_metric(port, "wsbroker_connections_open");
-    double tcp0 = it_metric(port, "wsbroker_tcp_connections_open");
     IT_ASSERT(open0 == NSTEADY + 1, "connections_open before the churn: expected %d, got %g",
               NSTEADY + 1, open0);
+    /* TCP connections: the steady ones and the GET /metrics reading the
+     * gauge. The connection of an earlier GET counts until the broker has
+     * seen it close, so the count may take a moment to settle. */
+    const double tcp_base = NSTEADY + 2;
+    double tcp0 = settled_metric(port, "wsbroker_tcp_connections_open", tcp_base);
+    IT_ASSERT(tcp0 < 0 || tcp0 == tcp_base,
+              "wsbroker_tcp_connections_open before the churn: expected %g, got %g for 5 s",
+              tcp_base, tcp0);
 
     int64_t t0 = it_now_ms();
     for (int i = 0; i < NSTEADY; i++)
@@ -361,17 +370,15 @@ START_TEST(churn_with_steady_subscribers)
     IT_ASSERT(published > 0, "the steady publisher published nothing");
 
     /* Every churn connection is gone again: the counts return. */
-    double open1 = -1, tcp1 = -1;
-    for (int64_t end = it_now_ms() + 5000; it_now_ms() < end; it_sleep_ms(50)) {
-        open1 = it_metric(port, "wsbroker_connections_open");
-        tcp1 = it_metric(port, "wsbroker_tcp_connections_open");
-        if (open1 == open0 && (tcp0 < 0 || tcp1 == tcp0))
-            break;
-    }
+    double open1 = settled_metric(port, "wsbroker_connections_open", open0);
     IT_ASSERT(open1 == open0, "wsbroker_connections_open: %g before the churn, %g 5 s after it",
               open0, open1);
-    IT_ASSERT(tcp0 < 0 || tcp1 == tcp0,
-              "wsbroker_tcp_connections_open: %g before the churn, %g 5 s after it", tcp0, tcp1);
+    if (tcp0 >= 0) {
+        double tcp1 = settled_metric(port, "wsbroker_tcp_connections_open", tcp_base);
+        IT_ASSERT(tcp1 == tcp_base,
+                  "wsbroker_tcp_connections_open: %g before the churn, %g 5 s after it", tcp0,
+                  tcp1);
+    }
     for (int i = 0; i < NSTEADY; i++) {
         it_sync(steady[i].c);
         it_conn_free(steady[i].c);

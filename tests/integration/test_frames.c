@@ -13,8 +13,10 @@
 #include <string.h>
 
 /* After a protocol error the broker may stop parsing, so it may not see the
- * client's Close: a short close timeout keeps each bad client cheap. */
-#define CLOSE_FAST "--close-timeout", "0.3"
+ * client's Close: a short close timeout keeps each bad client cheap. The
+ * clients here read frame by frame with auto_pong off, so the broker sends
+ * no heartbeat Pings that could come between. */
+#define CLOSE_FAST "--close-timeout", "0.3", IT_NO_HEARTBEAT
 
 /* The broker must answer what the client did with Close code; the client
  * then answers the Close and the broker must close TCP (at the latest when

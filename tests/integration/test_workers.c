@@ -51,15 +51,16 @@ static void fail_into(char *error, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Read the next JSON message of c within timeout_ms into *m, or describe
- * the problem in error. */
+/* Read the next JSON message of c (Pings answered on the way) within 15 s
+ * into *m, or describe the problem in error. */
 static bool next_json(it_conn_t *c, msg_server_t *m, char *error, size_t cap)
 {
     char d[400];
-    it_ev_t ev = it_recv(c, 15000);
+    it_ev_t ev = it_next(c, 15000);
     if (ev.type != IT_EV_TEXT || msg_parse_server((const char *)ev.data, ev.len, m) != MSG_OK) {
-        fail_into(error, cap, "%s: expected a JSON message, got %s", c->name,
-                  it_ev_describe(&ev, d, sizeof(d)));
+        fail_into(error, cap, "%s: expected a JSON message, got %s%s%s", c->name,
+                  it_ev_describe(&ev, d, sizeof(d)), ev.type == IT_EV_ERROR ? ": " : "",
+                  ev.type == IT_EV_ERROR ? c->errtext : "");
         return false;
     }
     return true;
@@ -102,7 +103,9 @@ static void check_message(sub_t *s, const msg_server_t *m)
     s->next_k[topic][p]++;
 }
 
-/* Thread: read the subscribers r, r + NREADERS, ... to the end. */
+/* Thread: read the subscribers r, r + NREADERS, ... to the end, one after
+ * the other: the others' messages wait in their sockets and the broker's
+ * backlog meanwhile (large reads, few wake-ups). */
 static void *reader(void *arg)
 {
     int r = (int)(intptr_t)arg;
@@ -185,7 +188,11 @@ START_TEST(four_workers_exactly_once_in_order)
     pthread_t pth[NPUB], rth[NREADERS];
     char ids[NSUB + NPUB][64];
     msg_server_t h;
-    it_broker_start(&b, "--workers", "4");
+    /* Subscribers wait unread while the reader is busy with another, and
+     * the publishers do not wait for any of them: a heartbeat Ping could
+     * queue behind a backlog longer than its timeout on a slow machine.
+     * No heartbeat. */
+    it_broker_start(&b, "--workers", "4", IT_NO_HEARTBEAT);
 
     for (int i = 0; i < NSUB; i++) {
         sub_t *s = &subs[i];
@@ -276,7 +283,9 @@ START_TEST(late_subscribers_gap_free_after_ack)
     pthread_t pth[NPUB];
     it_conn_t *late[NLATE];
     uint64_t from[NLATE];
-    it_broker_start(&b, "--workers", "4");
+    /* The late subscribers are read one after the other at the end: no
+     * heartbeat, so none can time out while it waits its turn. */
+    it_broker_start(&b, "--workers", "4", IT_NO_HEARTBEAT);
     for (int i = 0; i < NLATE; i++) {
         late[i] = it_ws_hello(b.port, NULL);
         snprintf(late[i]->name, sizeof(late[i]->name), "late subscriber %d", i);

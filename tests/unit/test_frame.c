@@ -217,11 +217,13 @@ static tlog_t *run_whole(const cfg_t *c, const uint8_t *in, size_t len)
 
 static tlog_t *run_bytes(const cfg_t *c, const uint8_t *in, size_t len)
 {
-    size_t *cuts = malloc((len + 1) * sizeof *cuts);
+    if (len < 2) /* nothing to cut */
+        return run_whole(c, in, len);
+    size_t *cuts = malloc((len - 1) * sizeof *cuts);
     REQUIRE(cuts != NULL);
     for (size_t i = 0; i + 1 < len; i++)
         cuts[i] = i + 1;
-    tlog_t *l = run_cuts(c, in, len, cuts, len > 0 ? len - 1 : 0);
+    tlog_t *l = run_cuts(c, in, len, cuts, len - 1);
     free(cuts);
     return l;
 }
