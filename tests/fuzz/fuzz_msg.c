@@ -23,6 +23,13 @@
  *     cJSON_Compare(); the rc and the "why" text must be what the request
  *     checks give for cJSON's view of the members.
  *
+ * msg_parse_server() reads broker messages with the same validator. Every
+ * input is also checked as a broker message: valid exactly when the strict
+ * reference says it is an object with a string "op", and then every member
+ * as cJSON reads it (id and data by their spans, seq and max_message by
+ * value, heartbeat bit for bit against cJSON's strtod(), the six strings
+ * cut to their buffers).
+ *
  * It also keeps the codec's own invariants: every raw span lies inside the
  * input, re-encoding a parsed publish (msg_encode_message then
  * msg_parse_server, msg_encode_publish then msg_parse) gives back the same
@@ -628,6 +635,113 @@ static void check_request(const char *buf, size_t size)
     free(out);
 }
 
+static msg_sop_t sop_named(const char *s)
+{
+    static const char *const names[] = {"hello", "ack", "error", "message", "pong"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0)
+            return (msg_sop_t)(i + 1);
+    }
+    return 0;
+}
+
+/* A decoded string of msg_server_t against cJSON's: the same up to the
+ * first NUL, cut to the buffer, or empty if cJSON has no string there. */
+static void same_cut(const char *ours, size_t size, const cJSON *item)
+{
+    REQUIRE(memchr(ours, '\0', size) != NULL);
+    if (!cJSON_IsString(item)) {
+        REQUIRE(ours[0] == '\0');
+        return;
+    }
+    size_t want = strlen(item->valuestring);
+    if (want > size - 1)
+        want = size - 1;
+    REQUIRE(strlen(ours) == want && memcmp(ours, item->valuestring, want) == 0);
+}
+
+/* msg_parse_server() against the strict reference and cJSON: the same
+ * strictness as msg_parse(), and every member as cJSON reads it. */
+static void differential_server(const char *buf, size_t size, int rc, const msg_server_t *m)
+{
+    ref_rc_t strict = ref_parse(buf, size, 0);
+    if (strict != REF_OBJECT)
+        REQUIRE(rc == MSG_E_BAD_JSON);
+
+    cJSON *root = cJSON_ParseWithLength(buf, size);
+    if (root == NULL) {
+        /* the byte order mark and one digit: no object either way */
+        REQUIRE(rc == MSG_E_BAD_JSON);
+        return;
+    }
+    if (strict == REF_BAD) {
+        REQUIRE(ref_parse(buf, size, LAX_CJSON) != REF_BAD);
+        cJSON_Delete(root);
+        return;
+    }
+    if (strict == REF_OTHER) {
+        REQUIRE(!cJSON_IsObject(root));
+        cJSON_Delete(root);
+        return;
+    }
+    REQUIRE(cJSON_IsObject(root));
+#define ITEM(name) cJSON_GetObjectItemCaseSensitive(root, name)
+    const cJSON *op = ITEM("op");
+    if (!cJSON_IsString(op)) {
+        REQUIRE(rc == MSG_E_BAD_JSON);
+        cJSON_Delete(root);
+        return;
+    }
+    msg_sop_t want = sop_named(op->valuestring);
+    if (rc == MSG_E_UNKNOWN_OP) {
+        /* cJSON cuts "ack\u0000" to a name; msg_parse_server() keeps the NUL */
+        REQUIRE(m->op == 0 && (want == 0 || has_escaped_nul(buf, size)));
+        cJSON_Delete(root);
+        return;
+    }
+    REQUIRE(rc == MSG_OK && m->op == want);
+
+    const cJSON *id = ITEM("id"), *data = ITEM("data"), *seq = ITEM("seq");
+    bool id_ok = cJSON_IsString(id) || cJSON_IsNumber(id);
+    REQUIRE((m->id.len > 0) == id_ok);
+    if (id_ok)
+        span_is_item(m->id, id);
+    if (want == MSG_S_MESSAGE && data != NULL)
+        span_is_item(m->data, data);
+    else
+        REQUIRE(m->data.len == 0 && m->data.p == NULL);
+
+    if (!cJSON_IsNumber(seq))
+        REQUIRE(!m->has_seq && m->seq == 0);
+    else if (m->has_seq)
+        REQUIRE(same_u64(m->seq, seq));
+    else
+        REQUIRE(bad_u64(seq, buf, size));
+
+    const cJSON *mm = ITEM("max_message");
+    if (!cJSON_IsNumber(mm))
+        REQUIRE(m->max_message == 0);
+    else if (m->max_message != 0 || mm->valuedouble != 0)
+        REQUIRE(same_u64(m->max_message, mm) || (m->max_message == 0 && bad_u64(mm, buf, size)));
+
+    const cJSON *rec = ITEM("recovered");
+    REQUIRE(m->recovered == (cJSON_IsBool(rec) ? cJSON_IsTrue(rec) ? 1 : 0 : -1));
+
+    /* cJSON's valuedouble is strtod() of the same text (C locale here) */
+    const cJSON *hb = ITEM("heartbeat");
+    double hbw = cJSON_IsNumber(hb) ? hb->valuedouble : 0.0;
+    REQUIRE(memcmp(&m->heartbeat, &hbw, sizeof hbw) == 0);
+
+    same_cut(m->topic, sizeof m->topic, ITEM("topic"));
+    same_cut(m->code, sizeof m->code, ITEM("code"));
+    same_cut(m->message, sizeof m->message, ITEM("message"));
+    same_cut(m->epoch, sizeof m->epoch, ITEM("epoch"));
+    same_cut(m->client, sizeof m->client, ITEM("client"));
+    same_cut(m->server, sizeof m->server, ITEM("server"));
+#undef ITEM
+    cJSON_Delete(root);
+}
+
 static void check_server(const char *buf, size_t size)
 {
     msg_server_t m;
@@ -648,6 +762,9 @@ static void check_server(const char *buf, size_t size)
     REQUIRE(memchr(m.client, '\0', sizeof m.client) != NULL);
     REQUIRE(memchr(m.server, '\0', sizeof m.server) != NULL);
     REQUIRE(m.recovered >= -1 && m.recovered <= 1);
+    if (rc != MSG_OK)
+        REQUIRE(m.op == 0 && m.id.len == 0 && m.data.len == 0 && !m.has_seq);
+    differential_server(buf, size, rc, &m);
 }
 
 static bool is_ws(char c)
