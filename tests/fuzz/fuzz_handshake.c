@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_dict.h"
 #include "wsproto/ws_handshake.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
