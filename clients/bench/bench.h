@@ -252,7 +252,8 @@ typedef struct bthread {
     size_t rbuf_cap;
     char *scratch; /* publish JSON is encoded here, then framed */
     size_t scratch_cap;
-    char *data; /* the payload value being built */
+    char *data;      /* the payload value being built */
+    size_t data_len; /* its length as last built, 0 before the first */
     tstats_t st;
     hist_t lat;
     errstats_t err;
@@ -351,11 +352,17 @@ void scen_finish(bthread_t *th);
 
 /* ---- payload.c ---- */
 
+/* Write v in decimal at out (up to 20 bytes, no NUL); returns the length. */
+size_t dec_text(char *out, uint64_t v);
 /* Parse an unsigned decimal integer filling p[0..n) exactly. */
 bool dec_u64(const char *p, size_t n, uint64_t *v);
 /* Build the payload {"t":T,"pad":"xxx"} into out, padded to size bytes when
  * it fits (never shorter than the unpadded form). Returns its length. */
 size_t payload_make(char *out, size_t size, uint64_t t);
+/* payload_make() into out, which holds the len bytes payload_make() or
+ * this function wrote there last for the same size (len 0: none): when t
+ * has as many digits as the t there, only the digits are rewritten. */
+size_t payload_update(char *out, size_t len, size_t size, uint64_t t);
 /* Longest payload payload_make writes for a requested size. */
 size_t payload_max(size_t size);
 /* The t of a payload made by payload_make. */

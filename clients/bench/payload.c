@@ -28,6 +28,46 @@ bool dec_u64(const char *p, size_t n, uint64_t *v)
     return true;
 }
 
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* The 8 digits of v < 10^8, zero-padded, at out: four pairs. */
+static void dec8_text(char *out, uint32_t v)
+{
+    for (int i = 6; i >= 0; i -= 2) {
+        memcpy(out + i, digit_pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+}
+
+size_t dec_text(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    /* up to 8 digits at a time, so that the halves convert independently */
+    while (v >= 100000000) {
+        i -= 8;
+        dec8_text(tmp + i, (uint32_t)(v % 100000000));
+        v /= 100000000;
+    }
+    uint32_t r = (uint32_t)v;
+    while (r >= 100) {
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * (r % 100), 2);
+        r /= 100;
+    }
+    if (r >= 10) {
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * r, 2);
+    } else {
+        tmp[--i] = (char)('0' + r);
+    }
+    memcpy(out, tmp + i, sizeof tmp - i);
+    return sizeof tmp - i;
+}
+
 static const char payload_head[] = "{\"t\":";
 static const char payload_mid[] = ",\"pad\":\"";
 static const char payload_tail[] = "\"}";
@@ -41,17 +81,10 @@ size_t payload_max(size_t size)
 
 size_t payload_make(char *out, size_t size, uint64_t t)
 {
-    char digits[20];
-    size_t nd = 0, len = 0;
+    size_t len = sizeof payload_head - 1;
 
-    do {
-        digits[nd++] = (char)('0' + t % 10);
-        t /= 10;
-    } while (t != 0);
-    memcpy(out, payload_head, sizeof payload_head - 1);
-    len = sizeof payload_head - 1;
-    while (nd > 0)
-        out[len++] = digits[--nd];
+    memcpy(out, payload_head, len);
+    len += dec_text(out + len, t);
     memcpy(out + len, payload_mid, sizeof payload_mid - 1);
     len += sizeof payload_mid - 1;
     size_t fixed = len + sizeof payload_tail - 1;
@@ -61,6 +94,20 @@ size_t payload_make(char *out, size_t size, uint64_t t)
     }
     memcpy(out + len, payload_tail, sizeof payload_tail - 1);
     return len + sizeof payload_tail - 1;
+}
+
+size_t payload_update(char *out, size_t len, size_t size, uint64_t t)
+{
+    const size_t hl = sizeof payload_head - 1;
+    char digits[24];
+    size_t nd = dec_text(digits, t);
+
+    /* the same number of digits: a ',' right after them, and the pad and
+     * tail of the same size already in place */
+    if (len <= hl + nd || out[hl + nd] != ',')
+        return payload_make(out, size, t);
+    memcpy(out + hl, digits, nd);
+    return len;
 }
 
 bool payload_time(const char *p, size_t n, uint64_t *t)

@@ -42,19 +42,6 @@ static void topic_raise(btopic_t *t, uint64_t seq)
         ;
 }
 
-static size_t u64_text(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0, len = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        out[len++] = tmp[--n];
-    return len;
-}
-
 /* ---- Plan ---- */
 
 /* Where connection k of the whole run goes. */
@@ -183,8 +170,8 @@ static bool pub_send(bconn_t *c)
     const bench_t *b = th->b;
     const btopic_t *t = &b->topics[c->topic];
     char id[24];
-    size_t il = u64_text(id, c->next_id);
-    size_t dl = payload_make(th->data, b->o.payload, th->now);
+    size_t il = dec_text(id, c->next_id);
+    size_t dl = th->data_len = payload_update(th->data, th->data_len, b->o.payload, th->now);
     size_t n = msg_encode_publish(th->scratch, th->scratch_cap, t->name, t->len, th->data, dl,
                                   (msg_span_t){id, il});
     if (n == 0) {

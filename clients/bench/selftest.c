@@ -94,6 +94,25 @@ static void test_parse(void)
     CHECK(msg_parse_server("{\"op\":\"later\"}", 14, &m) == MSG_E_UNKNOWN_OP && m.op == 0);
 
     uint64_t v;
+    char text[24];
+    static const uint64_t samples[] = {0,
+                                       9,
+                                       10,
+                                       99,
+                                       100,
+                                       12345678,
+                                       99999999,
+                                       100000000,
+                                       1234567890123ull,
+                                       10000000000000000ull,
+                                       UINT64_MAX};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+        char want[24];
+        size_t n = dec_text(text, samples[i]);
+        CHECK(n == (size_t)snprintf(want, sizeof want, "%llu", (unsigned long long)samples[i]) &&
+              memcmp(text, want, n) == 0);
+        CHECK(dec_u64(text, n, &v) && v == samples[i]);
+    }
     CHECK(dec_u64("18446744073709551615", 20, &v) && v == UINT64_MAX);
     CHECK(!dec_u64("18446744073709551616", 20, &v));
     CHECK(!dec_u64("-1", 2, &v) && !dec_u64("", 0, &v) && !dec_u64("1.5", 3, &v));
@@ -111,6 +130,27 @@ static void test_payload(void)
             CHECK(n == size);
         CHECK(payload_time(buf, n, &t) && t == 98765432109876ull);
         CHECK(buf[0] == '{' && buf[n - 1] == '}' && buf[n - 2] == '"');
+    }
+    /* payload_update() gives what payload_make() gives, across digit counts */
+    static const uint64_t ts[] = {5,
+                                  7,
+                                  10,
+                                  99,
+                                  100,
+                                  123456789012ull,
+                                  999999999999ull,
+                                  1000000000000ull,
+                                  42,
+                                  18446744073709551615ull,
+                                  1};
+    char upd[512], ref[512];
+    for (size_t size = 1; size < 200; size += 37) {
+        size_t len = 0;
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            len = payload_update(upd, len, size, ts[i]);
+            size_t rl = payload_make(ref, size, ts[i]);
+            CHECK(len == rl && memcmp(upd, ref, rl) == 0);
+        }
     }
     size_t n = payload_make(buf, 128, 0);
     CHECK(n == 128 && payload_time(buf, n, &t) && t == 0);

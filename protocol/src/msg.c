@@ -242,7 +242,7 @@ static size_t json_unescape(const unsigned char *s, size_t n, char *out, size_t 
 /* Decode the raw JSON string sp (quotes included) into out[cap + 1]: the
  * result is NUL-terminated and cut to cap bytes. Returns the decoded length,
  * or cap + 1 if it was longer. */
-static size_t decode_string(msg_span_t sp, char *out, size_t cap)
+static __attribute__((noinline, cold)) size_t decode_string(msg_span_t sp, char *out, size_t cap)
 {
     size_t n = 0;
     if (sp.len >= 2)
@@ -251,9 +251,50 @@ static size_t decode_string(msg_span_t sp, char *out, size_t cap)
     return n;
 }
 
-/* A non-negative JSON integer: digits only, saturating at UINT64_MAX. */
-static inline __attribute__((always_inline)) bool parse_u64(msg_span_t sp, uint64_t *v)
+/* Digits are converted 8 at a time: the 8 bytes ending where the digits
+ * end are loaded as a little-endian word, the bytes before the n digits
+ * cleared (they read as leading zeros), and the digits combined in place,
+ * pairs of bytes into 16-bit lanes, pairs of those into 32-bit lanes, then
+ * the two halves; no lane can overflow into the next. Returns false if one
+ * of the n bytes is not a digit (the same test as digit_run(), on bytes
+ * that cannot carry into them). */
+static inline bool dec8(const char *end, size_t n, uint64_t *v)
 {
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t w, keep = ~0ull << (8 * (8 - n));
+    memcpy(&w, end - 8, sizeof w);
+    w &= keep;
+    uint64_t hit =
+        ((w & ones * 0xF0) ^ ones * 0x30) | (((w + ones * 6) & ones * 0xF0) ^ ones * 0x30);
+    if ((hit & keep) != 0)
+        return false;
+    w -= ones * 0x30 & keep;
+    w = (w & 0x00FF00FF00FF00FFull) * 10 + (w >> 8 & 0x00FF00FF00FF00FFull);
+    w = (w & 0x0000FFFF0000FFFFull) * 100 + (w >> 16 & 0x0000FFFF0000FFFFull);
+    *v = (w & 0xFFFFFFFFull) * 10000 + (w >> 32);
+    return true;
+}
+
+/* A non-negative JSON integer: digits only, saturating at UINT64_MAX. lo
+ * is the first byte of the buffer sp lies in: up to 16 digits are read 8
+ * at a time when the 8 bytes before their end are inside it. */
+static inline __attribute__((always_inline)) bool parse_u64(msg_span_t sp, const char *lo,
+                                                            uint64_t *v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (sp.len >= 1 && sp.len <= 16 && (size_t)(sp.p - lo) + sp.len >= (sp.len > 8 ? 16u : 8u)) {
+        uint64_t hi = 0, low;
+        size_t nlow = sp.len < 8 ? sp.len : 8;
+        if (!dec8(sp.p + sp.len, nlow, &low))
+            return false;
+        if (sp.len > 8 && !dec8(sp.p + sp.len - 8, sp.len - 8, &hi))
+            return false;
+        *v = hi * 100000000 + low;
+        return true;
+    }
+#else
+    (void)lo;
+#endif
     uint64_t r = 0;
     if (sp.len == 0)
         return false;
@@ -356,7 +397,8 @@ static inline long hex4(const unsigned char *p)
 
 /* p is a backslash inside a string. Returns the position after its escape,
  * or NULL if the escape is not allowed (see the file comment). */
-static const unsigned char *req_escape(const unsigned char *p, const unsigned char *end)
+static __attribute__((noinline)) const unsigned char *req_escape(const unsigned char *p,
+                                                                 const unsigned char *end)
 {
     if (end - p < 2)
         return NULL;
@@ -414,8 +456,8 @@ static inline uint64_t specials16(const unsigned char *b)
 }
 
 /* The 64-byte window holding p (< end) of a message longer than 64. */
-static inline __attribute__((always_inline)) void win_load(strwin_t *w, const unsigned char *p,
-                                                           const unsigned char *end)
+static __attribute__((noinline)) void win_load(strwin_t *w, const unsigned char *p,
+                                               const unsigned char *end)
 {
     const unsigned char *b = end - p >= 64 ? p : end - 64;
     w->s = specials16(b) | specials16(b + 16) << 16 | specials16(b + 32) << 32 |
@@ -535,7 +577,8 @@ req_number(const unsigned char *p, const unsigned char *end)
 /* key() for a member name with escapes (already validated), decoded and
  * cut at a decoded NUL, as cJSON's strcmp() lookup did. No name looked for
  * is longer than 15 bytes. */
-static int key_escaped(const unsigned char *k, size_t n, member_key_fn key)
+static __attribute__((noinline, cold)) int key_escaped(const unsigned char *k, size_t n,
+                                                       member_key_fn key)
 {
     char dec[16];
     size_t d = json_unescape(k, n, dec, sizeof dec);
@@ -838,7 +881,7 @@ static msg_op_t member_op(const members_t *m)
     return op_from(opname, decode_string(sp, opname, sizeof opname - 1));
 }
 
-static int check_request(msg_request_t *req, const members_t *m, const char **why)
+static int check_request(msg_request_t *req, const members_t *m, const char *lo, const char **why)
 {
     static const char *const need_topic[] = {
         [MSG_OP_SUBSCRIBE] = "subscribe needs a string \"topic\" member",
@@ -892,14 +935,14 @@ static int check_request(msg_request_t *req, const members_t *m, const char **wh
 
     msg_span_t last = member(m, RK_LAST), since = member(m, RK_SINCE), epoch = member(m, RK_EPOCH);
     if (last.p != NULL) {
-        if (!parse_u64(last, &req->last)) {
+        if (!parse_u64(last, lo, &req->last)) {
             *why = "\"last\" must be an integer >= 0";
             return MSG_E_BAD_REQUEST;
         }
         req->has_last = true;
     }
     if (since.p != NULL) {
-        if (!parse_u64(since, &req->since)) {
+        if (!parse_u64(since, lo, &req->since)) {
             *why = "\"since\" must be an integer >= 0";
             return MSG_E_BAD_REQUEST;
         }
@@ -941,7 +984,7 @@ int msg_parse(const char *buf, size_t len, msg_request_t *req, const char **why)
         *why = sr == SCAN_OTHER ? "message is not a JSON object" : "message is not valid JSON";
         return MSG_E_BAD_JSON;
     }
-    return check_request(req, &m, why);
+    return check_request(req, &m, buf, why);
 }
 
 const char *msg_err_code(int err)
@@ -1414,7 +1457,7 @@ static inline __attribute__((always_inline)) msg_sop_t sop_from(const char *s, s
  * the same since every double and every midpoint between two doubles has
  * fewer than 770 significant digits. Exponents are clamped far beyond the
  * range of a double. errno is left as it was. */
-static double json_double(msg_span_t sp)
+static __attribute__((noinline, cold)) double json_double(msg_span_t sp)
 {
     char t[1 + DBL_DIGITS_MAX + 1 + 2 + 8 + 1];
     const char *p = sp.p, *end = sp.p + sp.len;
@@ -1548,7 +1591,7 @@ int msg_parse_server(const char *buf, size_t len, msg_server_t *m)
         m->data = member(&sm, SK_DATA);
     sp = member(&sm, SK_SEQ);
     if (is_number(sp))
-        m->has_seq = parse_u64(sp, &m->seq);
+        m->has_seq = parse_u64(sp, buf, &m->seq);
     sp = member(&sm, SK_RECOVERED);
     if (sp.len > 0 && (sp.p[0] == 't' || sp.p[0] == 'f'))
         m->recovered = sp.p[0] == 't';
@@ -1556,7 +1599,7 @@ int msg_parse_server(const char *buf, size_t len, msg_server_t *m)
     if (is_number(sp))
         m->heartbeat = json_double(sp);
     sp = member(&sm, SK_MAX_MESSAGE);
-    if (is_number(sp) && !parse_u64(sp, &m->max_message))
+    if (is_number(sp) && !parse_u64(sp, buf, &m->max_message))
         m->max_message = 0;
     /* the strings present, each decoded, cut to fit and NUL-terminated */
     for (unsigned want = sm.found & SRV_STRINGS; want != 0; want &= want - 1) {

@@ -1500,6 +1500,23 @@ END_TEST
 
 /* ---- broker messages: msg_parse_server() member by member ---- */
 
+/* The bytes at p are the start of a mapping with a PROT_NONE page just
+ * before it: a parser that reads one byte before its input faults. */
+static const char *front_guard_copy(const char *s, size_t n)
+{
+    static char *area;
+    static size_t page;
+    if (area == NULL) {
+        page = (size_t)sysconf(_SC_PAGESIZE);
+        area = mmap(NULL, page + 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ck_assert(area != MAP_FAILED);
+        ck_assert_int_eq(mprotect(area, page, PROT_NONE), 0);
+    }
+    ck_assert_uint_le(n, 65536);
+    memcpy(area + page, s, n);
+    return area + page;
+}
+
 static int parse_srv_str(const char *m)
 {
     return parse_srv(m, strlen(m));
@@ -1965,6 +1982,57 @@ START_TEST(server_numbers_huge)
 }
 END_TEST
 
+/* Integers are read 8 digits at a time from the 8 bytes that end them,
+ * when those lie inside the message: every length, every digit at every
+ * place, a non-digit at every place, at offsets where that load reaches
+ * the start of the message and where it does not. */
+START_TEST(server_integers_every_digit)
+{
+    char num[32], m[128];
+    xorshift_t x = {42};
+    for (size_t len = 1; len <= 22; len++) {
+        for (int round = 0; round < 60; round++) {
+            num[0] = (char)('1' + xorshift_next(&x) % 9);
+            for (size_t i = 1; i < len; i++)
+                num[i] = (char)('0' + (round < 10 ? (size_t)round : xorshift_next(&x) % 10));
+            num[len] = '\0';
+            uint64_t want = strtoull(num, NULL, 10); /* ERANGE gives UINT64_MAX */
+            /* seq right after "{", so that 8 bytes before its end may not exist */
+            int n = snprintf(m, sizeof m, "{\"seq\":%s,\"op\":\"ack\"}", num);
+            ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+            ck_assert_msg(srv.has_seq && srv.seq == want, "%s", num);
+            ck_assert_int_eq(msg_parse_server(front_guard_copy(m, (size_t)n), (size_t)n, &srv),
+                             MSG_OK);
+            ck_assert_msg(srv.has_seq && srv.seq == want, "%s", num);
+            n = snprintf(m, sizeof m, "{\"op\":\"hello\",\"max_message\":%s}", num);
+            ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+            ck_assert_msg(srv.max_message == want, "%s", num);
+            n = snprintf(m, sizeof m,
+                         "{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":%s,\"since\":%s}", num,
+                         num);
+            ck_assert_int_eq(parse_n(m, (size_t)n), MSG_OK);
+            ck_assert_msg(req.last == want && req.since == want, "%s", num);
+        }
+        /* a fraction, an exponent or a sign anywhere makes it no integer */
+        for (size_t pos = 1; pos < len; pos++) {
+            static const char *const cut[] = {".5", "e5", "E+1", ".0e-1"};
+            for (size_t c = 0; c < sizeof cut / sizeof cut[0]; c++) {
+                memset(num, '7', len);
+                int k = snprintf(num + pos, sizeof num - pos, "%s", cut[c]);
+                memset(num + pos + k, '3', len > pos ? len - pos : 0);
+                num[pos + (size_t)k + (len - pos)] = '\0';
+                int n = snprintf(m, sizeof m, "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":%s}", num);
+                ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+                ck_assert_msg(!srv.has_seq, "%s", num);
+            }
+        }
+        int n = snprintf(m, sizeof m, "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":-%s}", num);
+        ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+        ck_assert(!srv.has_seq);
+    }
+}
+END_TEST
+
 /* ids are kept as sent, of any length */
 START_TEST(server_big_ids)
 {
@@ -2046,27 +2114,10 @@ START_TEST(server_malformed)
 }
 END_TEST
 
-/* The bytes at p are the start of a mapping with a PROT_NONE page just
- * before it: a parser that reads one byte before its input faults. */
-static const char *front_guard_copy(const char *s, size_t n)
-{
-    static char *area;
-    static size_t page;
-    if (area == NULL) {
-        page = (size_t)sysconf(_SC_PAGESIZE);
-        area = mmap(NULL, page + 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        ck_assert(area != MAP_FAILED);
-        ck_assert_int_eq(mprotect(area, page, PROT_NONE), 0);
-    }
-    ck_assert_uint_le(n, 65536);
-    memcpy(area + page, s, n);
-    return area + page;
-}
-
-/* Strings are found through windows of 16 or 64 bytes of the message, and
- * near its end through its last bytes: put the end of a string, a control
- * byte, an escape or a high byte at every offset of the message, at both
- * guard pages. */
+/* Strings are found through one window over a message of 16 to 64 bytes
+ * and windows of 64 bytes over a longer one, the last of them its last 64
+ * bytes: put the end of a string, a control byte, an escape or a high byte
+ * at every offset of messages of many lengths, at both guard pages. */
 START_TEST(server_string_every_offset)
 {
     static const char lens[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 127};
@@ -2209,6 +2260,7 @@ static Suite *msg_suite(void)
     tcase_add_test(tc, server_numbers);
     tcase_add_test(tc, server_numbers_long);
     tcase_add_test(tc, server_numbers_huge);
+    tcase_add_test(tc, server_integers_every_digit);
     tcase_add_test(tc, server_big_ids);
     tcase_add_test(tc, server_malformed);
     tcase_add_test(tc, server_string_every_offset);
