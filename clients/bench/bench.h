@@ -13,8 +13,8 @@
  * Files and prefixes: main.c (options, orchestration of the phases, the
  * report), thread.c thr_ (a bench thread's loop and phase handling),
  * conn.c conn_ (one WebSocket client connection), scenario.c scen_ (roles,
- * publishing, flow control, verification), scan.c scan_ (broker message
- * scanner, payload format), stats.c hist_/proc_/err_ (histogram, /proc,
+ * publishing, flow control, verification), payload.c payload_ (payload
+ * format), stats.c hist_/proc_/err_ (histogram, /proc,
  * error tallies), selftest.c (checks of the pure parts).
  */
 #ifndef WSBENCH_BENCH_H
@@ -252,11 +252,11 @@ typedef struct bthread {
     size_t rbuf_cap;
     char *scratch; /* publish JSON is encoded here, then framed */
     size_t scratch_cap;
-    char *data; /* the payload value being built */
+    char *data;      /* the payload value being built */
+    size_t data_len; /* its length as last built, 0 before the first */
     tstats_t st;
     hist_t lat;
     errstats_t err;
-    msg_server_t errmsg; /* scratch for describing broker errors */
     /* Copied from bench_t when the thread sees PH_RUN. */
     uint64_t t_run, t_measure, t_end;
     uint64_t expected;    /* sum over subscribers of final - base */
@@ -325,10 +325,10 @@ void thr_free(bthread_t *th);
 /* ---- scenario.c (called by conn.c and thread.c) ---- */
 
 void scen_on_hello(bconn_t *c);
-/* A complete broker message after hello, scanned (see scan.c); its spans
- * are valid during the call only. */
-struct smsg;
-void scen_on_message(bconn_t *c, const struct smsg *m);
+/* A complete broker message after hello, parsed by msg_parse_server() (op
+ * 0: an op this bench does not know); its spans are valid during the call
+ * only. */
+void scen_on_message(bconn_t *c, const msg_server_t *m);
 /* c died (error or close); called once, before its handle is closed. */
 void scen_on_dead(bconn_t *c);
 /* Build topics and per-thread connection lists. 0 or -1 (message printed). */
@@ -350,35 +350,23 @@ void scen_after_read(bthread_t *th);
 /* Once, before closing: tail loss and expected deliveries. */
 void scen_finish(bthread_t *th);
 
-/* ---- scan.c ---- */
+/* ---- payload.c ---- */
 
-enum { SM_OTHER = 0, SM_MESSAGE, SM_ACK, SM_ERROR, SM_HELLO, SM_PONG };
-
-typedef struct smsg {
-    int op;
-    const char *topic; /* raw bytes between the quotes */
-    size_t topic_len;
-    const char *id; /* raw JSON text */
-    size_t id_len;
-    const char *data; /* raw JSON text */
-    size_t data_len;
-    bool has_seq;
-    uint64_t seq;
-} smsg_t;
-
-/* Scan one broker message: finds op, topic, id, seq and data among the
- * top-level members, in any order, without allocating. 0, or -1 if the
- * text is not a JSON object this scanner can walk. */
-int scan_server(const char *p, size_t n, smsg_t *m);
+/* Write v in decimal at out (up to 20 bytes, no NUL); returns the length. */
+size_t dec_text(char *out, uint64_t v);
 /* Parse an unsigned decimal integer filling p[0..n) exactly. */
-bool scan_u64(const char *p, size_t n, uint64_t *v);
+bool dec_u64(const char *p, size_t n, uint64_t *v);
 /* Build the payload {"t":T,"pad":"xxx"} into out, padded to size bytes when
  * it fits (never shorter than the unpadded form). Returns its length. */
-size_t scan_make_payload(char *out, size_t size, uint64_t t);
-/* Longest payload scan_make_payload writes for a requested size. */
-size_t scan_payload_max(size_t size);
-/* The t of a payload made by scan_make_payload. */
-bool scan_payload_t(const char *p, size_t n, uint64_t *t);
+size_t payload_make(char *out, size_t size, uint64_t t);
+/* payload_make() into out, which holds the len bytes payload_make() or
+ * this function wrote there last for the same size (len 0: none): when t
+ * has as many digits as the t there, only the digits are rewritten. */
+size_t payload_update(char *out, size_t len, size_t size, uint64_t t);
+/* Longest payload payload_make writes for a requested size. */
+size_t payload_max(size_t size);
+/* The t of a payload made by payload_make. */
+bool payload_time(const char *p, size_t n, uint64_t *t);
 
 /* ---- stats.c ---- */
 

@@ -295,21 +295,17 @@ static void on_close_frame(bconn_t *c, uint16_t code, const uint8_t *reason, siz
 
 static void on_message(bconn_t *c, const char *p, size_t len)
 {
-    smsg_t m;
-    if (scan_server(p, len, &m) < 0) {
+    msg_server_t m;
+    if (msg_parse_server(p, len, &m) == MSG_E_BAD_JSON) {
         conn_fail(c, ERR_PROTOCOL, "unparseable message \"%.*s\"", (int)(len < 80 ? len : 80), p);
         return;
     }
-    if (m.op == SM_ERROR) {
-        msg_server_t *e = &c->th->errmsg;
-        if (msg_parse_server(p, len, e) == MSG_OK)
-            conn_error(c->th, ERR_BROKER, "broker error %s: %s (id %.*s)", e->code, e->message,
-                       (int)m.id_len, m.id ? m.id : "");
-        else
-            conn_error(c->th, ERR_BROKER, "broker error \"%.*s\"", (int)(len < 120 ? len : 120), p);
-    }
+    /* MSG_E_UNKNOWN_OP leaves m.op 0: not hello, and ignored after it */
+    if (m.op == MSG_S_ERROR)
+        conn_error(c->th, ERR_BROKER, "broker error %s: %s (id %.*s)", m.code, m.message,
+                   (int)m.id.len, m.id.len > 0 ? m.id.p : "");
     if (c->state == CS_HELLO) {
-        if (m.op != SM_HELLO) {
+        if (m.op != MSG_S_HELLO) {
             conn_fail(c, ERR_HANDSHAKE, "first message is not hello: \"%.*s\"",
                       (int)(len < 80 ? len : 80), p);
             return;

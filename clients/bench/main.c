@@ -56,7 +56,7 @@ static void usage(FILE *f)
           "            -> handshakes/s and, with --broker-pid, broker RSS per connection\n"
           "  latency   publishes at --rate per second to --subs subscribers\n"
           "            -> latency percentiles\n"
-          "  selftest  check the histogram, scanner and payload code, then exit\n"
+          "  selftest  check the histogram, message parsing and payload code, then exit\n"
           "\n"
           "Options (defaults in brackets):\n"
           "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws]; only ws://\n"

@@ -1,6 +1,6 @@
 /*
  * selftest.c - `wsbroker-bench selftest`: checks of the parts of the bench
- * that need no broker (histogram, seq verification, message scanner,
+ * that need no broker (histogram, seq verification, message parsing,
  * payload format), so that a wrong figure can be told from a wrong
  * measuring stick.
  */
@@ -64,51 +64,59 @@ static void test_hist(void)
     CHECK(hist_quantile(&h2, 1.0) == UINT64_MAX);
 }
 
-static void test_scan(void)
+/* The bench reads broker messages with msg_parse_server(): what it relies
+ * on (topic, seq, id, data spans that hold a payload) comes through. */
+static void test_parse(void)
 {
-    smsg_t m;
+    msg_server_t m;
     const char *msg = "{\"op\":\"message\",\"topic\":\"bench.x.1\",\"seq\":42,"
                       "\"data\":{\"t\":123,\"pad\":\"a\\\"}b\"}}";
-    CHECK(scan_server(msg, strlen(msg), &m) == 0);
-    CHECK(m.op == SM_MESSAGE);
-    CHECK(m.topic_len == 9 && memcmp(m.topic, "bench.x.1", 9) == 0);
+    CHECK(msg_parse_server(msg, strlen(msg), &m) == MSG_OK);
+    CHECK(m.op == MSG_S_MESSAGE);
+    CHECK(strcmp(m.topic, "bench.x.1") == 0);
     CHECK(m.has_seq && m.seq == 42);
-    CHECK(m.data_len == strlen("{\"t\":123,\"pad\":\"a\\\"}b\"}"));
+    CHECK(m.data.len == strlen("{\"t\":123,\"pad\":\"a\\\"}b\"}"));
     uint64_t t;
-    CHECK(scan_payload_t(m.data, m.data_len, &t) && t == 123);
+    CHECK(payload_time(m.data.p, m.data.len, &t) && t == 123);
 
     const char *ack = " { \"id\" : 17 , \"op\" : \"ack\", \"topic\":\"a\",\"seq\":3 } ";
-    CHECK(scan_server(ack, strlen(ack), &m) == 0);
-    CHECK(m.op == SM_ACK && m.id_len == 2 && memcmp(m.id, "17", 2) == 0);
+    CHECK(msg_parse_server(ack, strlen(ack), &m) == MSG_OK);
+    CHECK(m.op == MSG_S_ACK && m.id.len == 2 && memcmp(m.id.p, "17", 2) == 0);
     CHECK(m.has_seq && m.seq == 3);
 
-    const char *nested = "{\"op\":\"message\",\"data\":[1,{\"seq\":9},\"]\"],\"seq\":5,"
-                         "\"extra\":null,\"f\":-1.5e3}";
-    CHECK(scan_server(nested, strlen(nested), &m) == 0);
-    CHECK(m.has_seq && m.seq == 5);
-
     const char *first = "{\"op\":\"ack\",\"op\":\"error\",\"id\":1,\"id\":2}";
-    CHECK(scan_server(first, strlen(first), &m) == 0);
-    CHECK(m.op == SM_ACK && m.id_len == 1 && m.id[0] == '1');
+    CHECK(msg_parse_server(first, strlen(first), &m) == MSG_OK);
+    CHECK(m.op == MSG_S_ACK && m.id.len == 1 && m.id.p[0] == '1');
 
-    const char *bad[] = {"",
-                         "[]",
-                         "{}",
-                         "{\"op\":\"ack\"",
-                         "{\"op\":\"ack\",}",
-                         "{\"op\" \"ack\"}",
-                         "{\"op\":\"ack\",\"data\":{\"a\":1}",
-                         "{\"seq\":1}"};
+    const char *bad[] = {"", "[]", "{}", "{\"op\":\"ack\"", "{\"op\":\"ack\",}", "{\"seq\":1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        CHECK(scan_server(bad[i], strlen(bad[i]), &m) < 0);
-
-    const char *pong = "{\"op\":\"pong\"}";
-    CHECK(scan_server(pong, strlen(pong), &m) == 0 && m.op == SM_PONG && m.id == NULL);
+        CHECK(msg_parse_server(bad[i], strlen(bad[i]), &m) == MSG_E_BAD_JSON);
+    CHECK(msg_parse_server("{\"op\":\"later\"}", 14, &m) == MSG_E_UNKNOWN_OP && m.op == 0);
 
     uint64_t v;
-    CHECK(scan_u64("18446744073709551615", 20, &v) && v == UINT64_MAX);
-    CHECK(!scan_u64("18446744073709551616", 20, &v));
-    CHECK(!scan_u64("-1", 2, &v) && !scan_u64("", 0, &v) && !scan_u64("1.5", 3, &v));
+    char text[24];
+    static const uint64_t samples[] = {0,
+                                       9,
+                                       10,
+                                       99,
+                                       100,
+                                       12345678,
+                                       99999999,
+                                       100000000,
+                                       1234567890123ull,
+                                       10000000000000000ull,
+                                       UINT64_MAX};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+        char want[24];
+        size_t n = dec_text(text, samples[i]);
+        CHECK(n == (size_t)snprintf(want, sizeof want, "%llu", (unsigned long long)samples[i]) &&
+              memcmp(text, want, n) == 0);
+        CHECK(dec_u64(text, n, &v) && v == samples[i]);
+    }
+    CHECK(dec_u64("18446744073709551615", 20, &v) && v == UINT64_MAX);
+    CHECK(!dec_u64("18446744073709551616", 20, &v));
+    CHECK(!dec_u64("-1", 2, &v) && !dec_u64("", 0, &v) && !dec_u64("1.5", 3, &v));
+    CHECK(!dec_u64(NULL, 0, &v));
 }
 
 static void test_payload(void)
@@ -116,16 +124,42 @@ static void test_payload(void)
     char buf[4096];
     uint64_t t;
     for (size_t size = 1; size < 300; size++) {
-        size_t n = scan_make_payload(buf, size, 98765432109876ull);
-        CHECK(n <= scan_payload_max(size));
-        if (size >= scan_payload_max(1))
+        size_t n = payload_make(buf, size, 98765432109876ull);
+        CHECK(n <= payload_max(size));
+        if (size >= payload_max(1))
             CHECK(n == size);
-        CHECK(scan_payload_t(buf, n, &t) && t == 98765432109876ull);
+        CHECK(payload_time(buf, n, &t) && t == 98765432109876ull);
         CHECK(buf[0] == '{' && buf[n - 1] == '}' && buf[n - 2] == '"');
     }
-    size_t n = scan_make_payload(buf, 128, 0);
-    CHECK(n == 128 && scan_payload_t(buf, n, &t) && t == 0);
-    CHECK(!scan_payload_t("{\"x\":1}", 7, &t));
+    /* payload_update() gives what payload_make() gives, across digit counts */
+    static const uint64_t ts[] = {5,
+                                  7,
+                                  10,
+                                  99,
+                                  100,
+                                  123456789012ull,
+                                  999999999999ull,
+                                  1000000000000ull,
+                                  42,
+                                  18446744073709551615ull,
+                                  1};
+    char upd[512], ref[512];
+    for (size_t size = 1; size < 200; size += 37) {
+        size_t len = 0;
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            len = payload_update(upd, len, size, ts[i]);
+            size_t rl = payload_make(ref, size, ts[i]);
+            CHECK(len == rl && memcmp(upd, ref, rl) == 0);
+        }
+    }
+    size_t n = payload_make(buf, 128, 0);
+    CHECK(n == 128 && payload_time(buf, n, &t) && t == 0);
+    CHECK(!payload_time("{\"x\":1}", 7, &t));
+    CHECK(!payload_time("{\"t\":,", 6, &t) && !payload_time("{\"t\":", 5, &t));
+    const char *big = "{\"t\":9223372036854775807,\"pad\":\"\"}";
+    CHECK(payload_time(big, strlen(big), &t) && t == 9223372036854775807ull);
+    const char *huge = "{\"t\":12345678901234567890}";
+    CHECK(!payload_time(huge, strlen(huge), &t));
 }
 
 static void test_seq(void)
@@ -159,7 +193,7 @@ int selftest_run(void)
 {
     test_hist();
     test_seq();
-    test_scan();
+    test_parse();
     test_payload();
     if (failures == 0)
         fprintf(stderr, "selftest: all checks passed\n");

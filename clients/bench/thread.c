@@ -129,7 +129,7 @@ int thr_init(bthread_t *th)
 
     th->rbuf_cap = RBUF_SIZE;
     th->rbuf = malloc(th->rbuf_cap);
-    size_t pmax = scan_payload_max(b->o.payload);
+    size_t pmax = payload_max(b->o.payload);
     th->data = malloc(pmax);
     msg_span_t id = {"18446744073709551615", 20};
     th->scratch_cap = msg_publish_bound(TOPIC_NAME_MAX, pmax, id) + 512;

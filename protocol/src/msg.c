@@ -1,19 +1,21 @@
 /*
  * msg.c - the JSON messages of PROTOCOL.md section 2.
  *
- * Client requests (msg_parse, the broker's hot path) are read in one pass
- * over the bytes, without cJSON and without allocating. scan_request() is
- * a strict RFC 8259 validator driven by a 256-entry character-class table;
- * while it walks the whole message it records, for the first top-level
- * occurrence of each member we care about (op, id, topic, data, last,
- * since, epoch), the exact bytes of its value. Those spans are what the
- * broker forwards ("data") and echoes ("id") verbatim, and what op, topic
- * and epoch are decoded from. The type of a member is the first byte of
- * its span. Member names are compared after unescaping and, as cJSON's
+ * Client requests (msg_parse, the broker's hot path) and broker messages
+ * (msg_parse_server, what clients and the bench read for every delivery)
+ * are read in one pass over the bytes, without cJSON and without
+ * allocating. scan_json() is a strict RFC 8259 validator driven by a
+ * 256-entry character-class table; while it walks the whole message it
+ * records, for the first top-level occurrence of each member the caller
+ * looks for, the exact bytes of its value. Those spans are what the broker
+ * forwards ("data") and echoes ("id") verbatim, and what strings and
+ * numbers are decoded from. The type of a member is the first byte of its
+ * span. Member names are compared after unescaping and, as cJSON's
  * strcmp() lookup did before, only up to a decoded NUL ("data\u0000x" is
- * "data"); the first occurrence wins.
+ * "data"). When a member appears twice, the first one counts, whatever its
+ * type: {"seq":"x","seq":5} has no usable seq.
  *
- * What scan_request() accepts, exactly:
+ * What scan_json() accepts, exactly:
  *   - one JSON text, optionally after a UTF-8 byte order mark, with only
  *     space, tab, LF and CR around and between tokens; nothing may follow
  *     the top-level value but whitespace;
@@ -26,8 +28,9 @@
  *     too, and refusing keeps every forwarded string decodable. \u0000 is
  *     accepted (a decoded topic keeps the NUL and then fails topic_check);
  *   - numbers by the RFC grammar -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?
- *     [0-9]+)?, of any length: only "last" and "since" are converted, as
- *     digits-only integers that saturate at UINT64_MAX;
+ *     [0-9]+)?, of any length: integers ("last", "since", "seq",
+ *     "max_message") are converted as digits-only values that saturate at
+ *     UINT64_MAX, and "heartbeat" as a correctly rounded double;
  *   - the literals true, false and null, spelled exactly;
  *   - at most MSG_DEPTH_MAX (1000) arrays and objects open at once, the
  *     message object included. That is cJSON's CJSON_NESTING_LIMIT, the
@@ -35,13 +38,15 @@
  *     bit per level (object or array) keeps the stack at 128 bytes.
  * Bytes from 0x80 up are not looked at: the broker validates every text
  * message as UTF-8 (ws_frame.c, utf8.h) before msg_parse() sees it, so
- * they are not checked again here. A caller feeding other bytes gets
+ * they are not checked again here; the client library's frame parser does
+ * the same for what the broker sends. A caller feeding other bytes gets
  * non-UTF-8 strings passed through unchanged.
  *
- * Compared with the two-pass parser this replaces (cJSON_ParseWithLength
- * plus a raw-span scanner that was already stricter than cJSON), results
- * are the same for every input (a differential fuzz run against it agreed
- * on rc, why and every field) except:
+ * Compared with the parsers this replaces (cJSON_ParseWithLength plus a
+ * raw-span scanner that was already stricter than cJSON, for requests and
+ * for broker messages alike), results are the same for every input
+ * (differential fuzz runs against cJSON check rc, why and every field)
+ * except:
  *   - a \u escape with a non-hex digit ("\uZZZZ", "\u12 4") is now
  *     bad_json. cJSON read it as U+0000 and the old scanner let it pass, so
  *     such bytes used to be forwarded in "data";
@@ -57,16 +62,18 @@
  * value; all of these are bad_json, so every "data" forwarded is strict
  * RFC 8259 JSON.
  *
- * Broker messages (msg_parse_server, used by clients and not hot) are still
- * parsed with cJSON plus the raw-span scanner at the end of this file.
  * Encoders write compact JSON into the caller's buffer through a small
- * bounded writer; nothing here allocates except cJSON in msg_parse_server.
+ * bounded writer. Nothing in this file allocates.
  */
 #include "wsproto/msg.h"
 
-#include <cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define STR(x)  #x
 #define XSTR(x) STR(x)
@@ -101,6 +108,39 @@ static const uint8_t cclass[256] = {T256(CC_OF)};
 static const int8_t hexval[256] = {T256(HEX_OF)};
 
 #define IS_DIGIT(c) (cclass[(unsigned char)(c)] & CC_DIGIT)
+
+/* s[0..n) equals the literal lit of n bytes (1 <= n <= 16), compared as two
+ * overlapping words. The parsers match names this way because a compiler
+ * may turn memcmp() into a library call, which costs more than the match. */
+static inline __attribute__((always_inline)) bool eq_lit(const void *s, const char *lit, size_t n)
+{
+    const char *a = s;
+    if (n >= 8) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, lit, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, lit + n - 8, 8);
+        return x0 == y0 && x1 == y1;
+    }
+    if (n >= 4) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, lit, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y1, lit + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    if (n >= 2) {
+        uint16_t x0, x1, y0, y1;
+        memcpy(&x0, a, 2);
+        memcpy(&y0, lit, 2);
+        memcpy(&x1, a + n - 2, 2);
+        memcpy(&y1, lit + n - 2, 2);
+        return x0 == y0 && x1 == y1;
+    }
+    return a[0] == lit[0];
+}
 
 /* ---------------------------------------------------------------------
  * Decoding values from raw spans
@@ -202,7 +242,7 @@ static size_t json_unescape(const unsigned char *s, size_t n, char *out, size_t 
 /* Decode the raw JSON string sp (quotes included) into out[cap + 1]: the
  * result is NUL-terminated and cut to cap bytes. Returns the decoded length,
  * or cap + 1 if it was longer. */
-static size_t decode_string(msg_span_t sp, char *out, size_t cap)
+static __attribute__((noinline, cold)) size_t decode_string(msg_span_t sp, char *out, size_t cap)
 {
     size_t n = 0;
     if (sp.len >= 2)
@@ -211,37 +251,88 @@ static size_t decode_string(msg_span_t sp, char *out, size_t cap)
     return n;
 }
 
-/* A non-negative JSON integer: digits only, saturating at UINT64_MAX. */
-static bool parse_u64(msg_span_t sp, uint64_t *v)
+/* Digits are converted 8 at a time: the 8 bytes ending where the digits
+ * end are loaded as a little-endian word, the bytes before the n digits
+ * cleared (they read as leading zeros), and the digits combined in place,
+ * pairs of bytes into 16-bit lanes, pairs of those into 32-bit lanes, then
+ * the two halves; no lane can overflow into the next. Returns false if one
+ * of the n bytes is not a digit (the same test as digit_run(), on bytes
+ * that cannot carry into them). */
+static inline bool dec8(const char *end, size_t n, uint64_t *v)
 {
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t w, keep = ~0ull << (8 * (8 - n));
+    memcpy(&w, end - 8, sizeof w);
+    w &= keep;
+    uint64_t hit =
+        ((w & ones * 0xF0) ^ ones * 0x30) | (((w + ones * 6) & ones * 0xF0) ^ ones * 0x30);
+    if ((hit & keep) != 0)
+        return false;
+    w -= ones * 0x30 & keep;
+    w = (w & 0x00FF00FF00FF00FFull) * 10 + (w >> 8 & 0x00FF00FF00FF00FFull);
+    w = (w & 0x0000FFFF0000FFFFull) * 100 + (w >> 16 & 0x0000FFFF0000FFFFull);
+    *v = (w & 0xFFFFFFFFull) * 10000 + (w >> 32);
+    return true;
+}
+
+/* A non-negative JSON integer: digits only, saturating at UINT64_MAX. lo
+ * is the first byte of the buffer sp lies in: up to 16 digits are read 8
+ * at a time when the 8 bytes before their end are inside it. */
+static inline __attribute__((always_inline)) bool parse_u64(msg_span_t sp, const char *lo,
+                                                            uint64_t *v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (sp.len >= 1 && sp.len <= 16 && (size_t)(sp.p - lo) + sp.len >= (sp.len > 8 ? 16u : 8u)) {
+        uint64_t hi = 0, low;
+        size_t nlow = sp.len < 8 ? sp.len : 8;
+        if (!dec8(sp.p + sp.len, nlow, &low))
+            return false;
+        if (sp.len > 8 && !dec8(sp.p + sp.len - 8, sp.len - 8, &hi))
+            return false;
+        *v = hi * 100000000 + low;
+        return true;
+    }
+#else
+    (void)lo;
+#endif
     uint64_t r = 0;
     if (sp.len == 0)
         return false;
-    for (size_t i = 0; i < sp.len; i++) {
-        unsigned char c = (unsigned char)sp.p[i];
-        if (!IS_DIGIT(c))
+    size_t i = 0, fast = sp.len < 19 ? sp.len : 19; /* 19 digits never overflow */
+    for (; i < fast; i++) {
+        unsigned d = (unsigned char)sp.p[i] - (unsigned)'0';
+        if (d > 9)
             return false;
-        unsigned d = (unsigned)(c - '0');
-        r = r > (UINT64_MAX - d) / 10 ? UINT64_MAX : r * 10 + d;
+        r = r * 10 + d;
+    }
+    for (; i < sp.len; i++) {
+        unsigned d = (unsigned char)sp.p[i] - (unsigned)'0';
+        if (d > 9)
+            return false;
+        r = r <= (UINT64_MAX - d) / 10 ? r * 10 + d : UINT64_MAX;
     }
     *v = r;
     return true;
 }
 
 /* ---------------------------------------------------------------------
- * Single-pass validating scanner for client requests
+ * Single-pass validating scanner
  * ------------------------------------------------------------------- */
 
 #define MSG_DEPTH_MAX 1000 /* open arrays and objects, the message included */
 
-enum { RK_OP, RK_ID, RK_TOPIC, RK_DATA, RK_LAST, RK_SINCE, RK_EPOCH, RK_COUNT };
-
-/* The members scan_request() found: raw value spans (p NULL: absent) and,
- * bit k of esc, whether string member k holds an escape. */
-typedef struct req_members {
-    msg_span_t v[RK_COUNT];
+/* The members of a message that scan_json() looks for, by index: bit k of
+ * found says member k was seen (v[k] is then the raw text of its first
+ * value), bit k of esc that this value is a string holding an escape. The
+ * key function maps a member name (without escapes) to an index below 32,
+ * or -1 for a member nobody asked for. */
+typedef struct members {
+    msg_span_t *v;
+    unsigned found;
     unsigned esc;
-} req_members_t;
+} members_t;
+
+typedef int (*member_key_fn)(const unsigned char *name, size_t n);
 
 typedef enum scan_rc {
     SCAN_BAD,    /* not strict JSON */
@@ -249,25 +340,50 @@ typedef enum scan_rc {
     SCAN_OTHER,  /* strict JSON, but not an object */
 } scan_rc_t;
 
+/* No whitespace byte is above ' ', and compact JSON has none: one compare
+ * decides in the common case, without a table lookup. */
 #define SKIP_WS(p, end)                                                                            \
     do {                                                                                           \
-        while ((p) < (end) && (cclass[*(p)] & CC_WS))                                              \
+        while ((p) < (end) && *(p) <= ' ' && (cclass[*(p)] & CC_WS))                               \
             (p)++;                                                                                 \
     } while (0)
 
-/* SWAR: true if none of the 8 bytes in w is '"', '\\' or below 0x20, i.e.
- * all of them are CC_PLAIN. A byte below n sets its high bit in
- * (w - n * ONES) & ~w & HIGHS (n <= 0x80), and a zero byte does for n = 1;
- * without such a byte no borrow crosses bytes, so the test is exact. */
+/* Strings are scanned 8 bytes at a time with SWAR: a byte below n sets
+ * its high bit in (w - n * ONES) & ~w & HIGHS (n <= 0x80), and a zero byte
+ * does for n = 1. A borrow only carries upwards, from a byte that already
+ * hit, so the lowest hit is exact: on a little-endian machine it is the
+ * first byte that is not plain. With SSE2 (every x86-64 has it), messages
+ * of 16 bytes or more are scanned through windows instead (strwin_t). */
 #define ONES  0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
-static inline bool word_plain(uint64_t w)
+/* High bit of every byte of w that is '"', '\\' or below 0x20 (the lowest
+ * one exact, see above); 0 if all eight are plain. */
+static inline uint64_t word_hits(uint64_t w)
 {
     uint64_t q = w ^ (ONES * '"');
     uint64_t b = w ^ (ONES * '\\');
-    uint64_t hit = ((w - ONES * 0x20) & ~w) | ((q - ONES) & ~q) | ((b - ONES) & ~b);
-    return (hit & HIGHS) == 0;
+    return (((w - ONES * 0x20) & ~w) | ((q - ONES) & ~q) | ((b - ONES) & ~b)) & HIGHS;
+}
+
+/* The first byte at or after p that is not CC_PLAIN, or end. */
+static inline const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    for (; end - p >= 8; p += 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        uint64_t hit = word_hits(w);
+        if (hit != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return p + (__builtin_ctzll(hit) >> 3);
+#else
+            break;
+#endif
+        }
+    }
+    while (p < end && (cclass[*p] & CC_PLAIN))
+        p++;
+    return p;
 }
 
 /* The code unit of the four hex digits at p, or -1. */
@@ -281,7 +397,8 @@ static inline long hex4(const unsigned char *p)
 
 /* p is a backslash inside a string. Returns the position after its escape,
  * or NULL if the escape is not allowed (see the file comment). */
-static const unsigned char *req_escape(const unsigned char *p, const unsigned char *end)
+static __attribute__((noinline)) const unsigned char *req_escape(const unsigned char *p,
+                                                                 const unsigned char *end)
 {
     if (end - p < 2)
         return NULL;
@@ -313,22 +430,88 @@ static const unsigned char *req_escape(const unsigned char *p, const unsigned ch
     return p + 12;
 }
 
+/* With SSE2, string ends are found from a bit mask over a window of the
+ * message: bit i of s is set if blk[i] is '"', '\\' or below 0x20. A
+ * message of 16 to 64 bytes is one window; a longer one is read through
+ * windows of 64 bytes, the last of them its last 64 bytes, so nothing
+ * outside the message is read. A message's strings are short and several
+ * share a window, so finding where one ends is a shift, a bit scan and a
+ * look at that byte, instead of loading and comparing 16 bytes per string.
+ * Below 16 bytes, strings are scanned 8 bytes at a time (plain_run). */
+typedef struct strwin {
+    const unsigned char *blk, *blk_end; /* no window while blk_end <= p */
+    uint64_t s;
+    bool on; /* windows are used */
+} strwin_t;
+
+#ifdef __SSE2__
+/* Bit i: b[i] is not plain, for the 16 bytes at b. */
+static inline uint64_t specials16(const unsigned char *b)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)b);
+    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1F)), x);
+    __m128i qb =
+        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(qb, ctl));
+}
+
+/* The 64-byte window holding p (< end) of a message longer than 64. */
+static __attribute__((noinline)) void win_load(strwin_t *w, const unsigned char *p,
+                                               const unsigned char *end)
+{
+    const unsigned char *b = end - p >= 64 ? p : end - 64;
+    w->s = specials16(b) | specials16(b + 16) << 16 | specials16(b + 32) << 32 |
+           specials16(b + 48) << 48;
+    w->blk = b;
+    w->blk_end = b + 64;
+}
+
+/* The window of a whole message of 16 to 64 bytes; its last 16 bytes are
+ * loaded as such, and their bits already seen dropped. */
+static inline void win_whole(strwin_t *w, const unsigned char *b, size_t len)
+{
+    uint64_t s = 0;
+    size_t i = 0;
+    for (; len - i >= 16; i += 16)
+        s |= specials16(b + i) << i;
+    if (i < len)
+        s |= specials16(b + len - 16) >> (16 - (len - i)) << i;
+    w->s = s;
+    w->blk = b;
+    w->blk_end = b + len;
+}
+#endif
+
 /* p is just past an opening quote. Returns the position just past the
  * closing quote, or NULL if the string is not strict JSON. Sets *esc if the
- * string holds an escape. Plain runs go 8 bytes at a time. */
-static inline const unsigned char *req_string(const unsigned char *p, const unsigned char *end,
-                                              bool *esc)
+ * string holds an escape. */
+static inline __attribute__((always_inline)) const unsigned char *
+req_string(const unsigned char *p, const unsigned char *end, bool *esc, strwin_t *w)
 {
-    for (;;) {
-        while (end - p >= 8) {
-            uint64_t w;
-            memcpy(&w, p, sizeof w);
-            if (!word_plain(w))
-                break;
-            p += 8;
+#ifdef __SSE2__
+    while (w->on) {
+        if (p >= w->blk_end) {
+            if (p == end)
+                return NULL;
+            win_load(w, p, end);
         }
-        while (p < end && (cclass[*p] & CC_PLAIN))
-            p++;
+        uint64_t s = w->s >> (p - w->blk);
+        if (s == 0) {
+            p = w->blk_end; /* plain to the end of the window */
+            continue;
+        }
+        p += __builtin_ctzll(s);
+        if (*p == '"')
+            return p + 1;
+        if (*p != '\\')
+            return NULL; /* a raw control byte */
+        *esc = true;
+        if ((p = req_escape(p, end)) == NULL)
+            return NULL;
+    }
+#endif
+    for (;;) {
+        p = plain_run(p, end);
         if (p == end)
             return NULL;
         if (*p == '"')
@@ -341,112 +524,121 @@ static inline const unsigned char *req_string(const unsigned char *p, const unsi
     }
 }
 
+/* The first byte at or after p that is not a digit, or end. A byte b is a
+ * digit if its high nibble is 3 and stays 3 when 6 is added; a carry out
+ * of b + 6 only reaches bytes above a non-digit, so the lowest hit is
+ * exact, as in plain_run(). */
+static inline const unsigned char *digit_run(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; end - p >= 8; p += 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        uint64_t hit =
+            ((w & ONES * 0xF0) ^ ONES * 0x30) | (((w + ONES * 6) & ONES * 0xF0) ^ ONES * 0x30);
+        if (hit != 0)
+            return p + (__builtin_ctzll(hit) >> 3);
+    }
+#endif
+    while (p < end && IS_DIGIT(*p))
+        p++;
+    return p;
+}
+
 /* p is '-' or a digit. Returns the position after the number, or NULL. What
  * follows is the caller's business: "01" ends after the 0 and then fails
  * because '1' cannot follow a value. */
-static inline const unsigned char *req_number(const unsigned char *p, const unsigned char *end)
+static inline __attribute__((always_inline)) const unsigned char *
+req_number(const unsigned char *p, const unsigned char *end)
 {
     if (*p == '-' && ++p == end)
         return NULL;
-    if (*p == '0') {
+    if (*p == '0')
         p++;
-    } else if (IS_DIGIT(*p)) {
-        do
-            p++;
-        while (p < end && IS_DIGIT(*p));
-    } else {
+    else if (IS_DIGIT(*p))
+        p = digit_run(p + 1, end);
+    else
         return NULL;
-    }
     if (p < end && *p == '.') {
         if (++p == end || !IS_DIGIT(*p))
             return NULL;
-        do
-            p++;
-        while (p < end && IS_DIGIT(*p));
+        p = digit_run(p + 1, end);
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         if (++p < end && (*p == '+' || *p == '-'))
             p++;
         if (p == end || !IS_DIGIT(*p))
             return NULL;
-        do
-            p++;
-        while (p < end && IS_DIGIT(*p));
+        p = digit_run(p + 1, end);
     }
     return p;
 }
 
-/* The RK_* index of the member name k[0..n) as sent, or -1. */
-static int req_key(const unsigned char *k, size_t n)
+/* key() for a member name with escapes (already validated), decoded and
+ * cut at a decoded NUL, as cJSON's strcmp() lookup did. No name looked for
+ * is longer than 15 bytes. */
+static __attribute__((noinline, cold)) int key_escaped(const unsigned char *k, size_t n,
+                                                       member_key_fn key)
 {
-    switch (n) {
-    case 2:
-        if (k[0] == 'o' && k[1] == 'p')
-            return RK_OP;
-        if (k[0] == 'i' && k[1] == 'd')
-            return RK_ID;
-        break;
-    case 4:
-        if (memcmp(k, "data", 4) == 0)
-            return RK_DATA;
-        if (memcmp(k, "last", 4) == 0)
-            return RK_LAST;
-        break;
-    case 5:
-        if (memcmp(k, "topic", 5) == 0)
-            return RK_TOPIC;
-        if (memcmp(k, "since", 5) == 0)
-            return RK_SINCE;
-        if (memcmp(k, "epoch", 5) == 0)
-            return RK_EPOCH;
-        break;
-    default:
-        break;
-    }
-    return -1;
-}
-
-/* req_key() for a name with escapes (already validated): decoded, and cut
- * at a decoded NUL. No name we look for is longer than 5 bytes. */
-static int req_key_escaped(const unsigned char *k, size_t n)
-{
-    char dec[8];
+    char dec[16];
     size_t d = json_unescape(k, n, dec, sizeof dec);
     const char *nul = memchr(dec, '\0', d < sizeof dec ? d : sizeof dec);
     if (nul != NULL)
         d = (size_t)(nul - dec);
     else if (d > sizeof dec)
         return -1;
-    return req_key((const unsigned char *)dec, d);
+    return key((const unsigned char *)dec, d);
 }
 
 /* Validate buf[0..len) (len > 0) as one strict JSON text and, if it is an
- * object, fill in m (zeroed by the caller). One pass, no recursion: the
- * labels are the parser's states and objbits the stack of open containers
- * (bit d set: level d is an object). A member of the message object is at
- * depth 1; cur is its RK_* index while its value is scanned (-1: not ours,
- * or a repeat), and its span is recorded once the value is complete. */
-static scan_rc_t scan_request(const char *buf, size_t len, req_members_t *m)
+ * object, fill in m (found and esc zeroed by the caller) with the members
+ * key() names. One pass, no recursion: the labels are the parser's states
+ * and objbits the stack of open containers (bit d set: level d is an
+ * object; obj caches the innermost). A member of the message object is at
+ * depth 1; cur is its index while its value is scanned (-1: not ours, or a
+ * repeat), and its span is recorded once the value is complete. Each state
+ * looks at the byte it expects first and skips whitespace only when that
+ * byte is not it, so compact JSON pays nothing for whitespace. Always
+ * inlined, so that each parser gets its own copy with its key function
+ * called directly. */
+static inline __attribute__((always_inline)) scan_rc_t scan_json(const char *buf, size_t len,
+                                                                 members_t *m, member_key_fn key)
 {
     const unsigned char *p = (const unsigned char *)buf, *end = p + len;
     const unsigned char *vstart = p, *name;
+    strwin_t win = {NULL, p, 0, false};
+#ifdef __SSE2__
+    if (len >= 16) {
+        win.on = true;
+        if (len <= 64)
+            win_whole(&win, p, len);
+    }
+#endif
     uint64_t objbits[(MSG_DEPTH_MAX + 63) / 64];
     unsigned depth = 0;
     int cur = -1;
-    bool esc, obj;
+    bool esc, obj = false;
 
     if (len >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF)
         p += 3; /* a UTF-8 byte order mark, which cJSON skipped too */
     SKIP_WS(p, end);
     bool top_object = p < end && *p == '{';
 
-value: /* a value starts at p */
+value: /* a value starts at p, maybe after whitespace */
     if (p == end)
         return SCAN_BAD;
     switch (*p) {
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r':
+        p++;
+        if (depth == 1)
+            vstart = p;
+        goto value;
     case '"':
         esc = false;
-        if ((p = req_string(p + 1, end, &esc)) == NULL)
+        if ((p = req_string(p + 1, end, &esc, &win)) == NULL)
             return SCAN_BAD;
         if (esc && depth == 1 && cur >= 0)
             m->esc |= 1u << cur;
@@ -465,24 +657,23 @@ value: /* a value starts at p */
         SKIP_WS(p, end);
         if (p < end && *p == (obj ? '}' : ']')) {
             p++;
-            depth--;
-            break;
+            goto close;
         }
         if (obj)
             goto key;
         goto value;
     case 't':
-        if (end - p < 4 || memcmp(p, "true", 4) != 0)
+        if (end - p < 4 || !eq_lit(p, "true", 4))
             return SCAN_BAD;
         p += 4;
         break;
     case 'f':
-        if (end - p < 5 || memcmp(p, "false", 5) != 0)
+        if (end - p < 5 || !eq_lit(p, "false", 5))
             return SCAN_BAD;
         p += 5;
         break;
     case 'n':
-        if (end - p < 4 || memcmp(p, "null", 4) != 0)
+        if (end - p < 4 || !eq_lit(p, "null", 4))
             return SCAN_BAD;
         p += 4;
         break;
@@ -497,6 +688,7 @@ after: /* a value ended just before p */
         if (cur >= 0) {
             m->v[cur].p = (const char *)vstart;
             m->v[cur].len = (size_t)(p - vstart);
+            m->found |= 1u << cur;
             cur = -1;
         }
         if (depth == 0) {
@@ -506,92 +698,181 @@ after: /* a value ended just before p */
             return top_object ? SCAN_OBJECT : SCAN_OTHER;
         }
     }
-    SKIP_WS(p, end);
+
+next: /* inside a container after a value: ',' or its end, maybe after whitespace */
     if (p == end)
         return SCAN_BAD;
-    obj = (objbits[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1;
     if (*p == ',') {
         p++;
-        SKIP_WS(p, end);
         if (obj)
             goto key;
         goto value;
     }
-    if (*p != (obj ? '}' : ']'))
+    if (*p == (obj ? '}' : ']')) {
+        p++;
+        goto close;
+    }
+    if (!(cclass[*p] & CC_WS))
         return SCAN_BAD;
     p++;
+    goto next;
+
+close: /* the container that ended just before p is closed */
     depth--;
+    if (depth > 0)
+        obj = (objbits[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1;
     goto after;
 
-key: /* a member name starts at p */
-    if (p == end || *p != '"')
+key: /* a member name starts at p, maybe after whitespace */
+    if (p == end)
         return SCAN_BAD;
+    if (*p != '"') {
+        if (!(cclass[*p] & CC_WS))
+            return SCAN_BAD;
+        p++;
+        goto key;
+    }
     esc = false;
     name = p + 1;
-    if ((p = req_string(name, end, &esc)) == NULL)
+    if ((p = req_string(name, end, &esc, &win)) == NULL)
         return SCAN_BAD;
     if (depth == 1) {
         size_t n = (size_t)(p - 1 - name);
-        int k = esc ? req_key_escaped(name, n) : req_key(name, n);
-        if (k >= 0 && m->v[k].p == NULL)
+        int k = esc ? key_escaped(name, n, key) : key(name, n);
+        if (k >= 0 && !(m->found & (1u << k)))
             cur = k;
     }
-    SKIP_WS(p, end);
-    if (p == end || *p != ':')
+
+colon: /* ':' is next, maybe after whitespace */
+    if (p == end)
         return SCAN_BAD;
+    if (*p != ':') {
+        if (!(cclass[*p] & CC_WS))
+            return SCAN_BAD;
+        p++;
+        goto colon;
+    }
     p++;
-    SKIP_WS(p, end);
     if (depth == 1)
         vstart = p;
     goto value;
 }
 
 /* ---------------------------------------------------------------------
- * Client requests
+ * Members, as both parsers read them
  * ------------------------------------------------------------------- */
 
-static bool is_string(msg_span_t sp)
+/* Member k, or {NULL, 0} if the message has none. */
+static inline __attribute__((always_inline)) msg_span_t member(const members_t *m, int k)
+{
+    msg_span_t none = {NULL, 0};
+    return m->found & (1u << k) ? m->v[k] : none;
+}
+
+/* The type of a member is the first byte of its raw text. */
+static inline __attribute__((always_inline)) bool is_string(msg_span_t sp)
 {
     return sp.len > 0 && sp.p[0] == '"';
 }
 
-static bool is_number(msg_span_t sp)
+static inline __attribute__((always_inline)) bool is_number(msg_span_t sp)
 {
     return sp.len > 0 && (sp.p[0] == '-' || IS_DIGIT(sp.p[0]));
 }
 
-/* Decode string member k into out[cap + 1] as decode_string() does; one
- * without escapes is copied as it stands. */
-static size_t member_string(const req_members_t *m, int k, char *out, size_t cap)
+/* memcpy() for the short strings of a message (a topic, an epoch), which
+ * a call to the library's memcpy() costs more than copying. */
+static inline __attribute__((always_inline)) void copy_short(char *out, const char *in, size_t n)
+{
+    uint64_t a, b;
+    uint32_t c, d;
+    if (n >= 8 && n <= 16) {
+        memcpy(&a, in, 8);
+        memcpy(&b, in + n - 8, 8);
+        memcpy(out, &a, 8);
+        memcpy(out + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(&c, in, 4);
+        memcpy(&d, in + n - 4, 4);
+        memcpy(out, &c, 4);
+        memcpy(out + n - 4, &d, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = in[i];
+    } else {
+        memcpy(out, in, n);
+    }
+}
+
+/* Decode string member k (present, a string) into out[cap + 1] as
+ * decode_string() does; one without escapes is copied as it stands. */
+static inline __attribute__((always_inline)) size_t member_string(const members_t *m, int k,
+                                                                  char *out, size_t cap)
 {
     msg_span_t sp = m->v[k];
     if (m->esc & (1u << k))
         return decode_string(sp, out, cap);
     size_t n = sp.len - 2;
     size_t c = n < cap ? n : cap;
-    memcpy(out, sp.p + 1, c);
+    copy_short(out, sp.p + 1, c);
     out[c] = '\0';
     return n > cap ? cap + 1 : n;
 }
 
-static msg_op_t op_from(const char *s, size_t n)
+/* ---------------------------------------------------------------------
+ * Client requests
+ * ------------------------------------------------------------------- */
+
+enum { RK_OP, RK_ID, RK_TOPIC, RK_DATA, RK_LAST, RK_SINCE, RK_EPOCH, RK_COUNT };
+
+/* The RK_* index of the member name k[0..n), or -1. */
+static inline int req_key(const unsigned char *k, size_t n)
+{
+    switch (n) {
+    case 2:
+        if (eq_lit(k, "op", 2))
+            return RK_OP;
+        if (eq_lit(k, "id", 2))
+            return RK_ID;
+        break;
+    case 4:
+        if (eq_lit(k, "data", 4))
+            return RK_DATA;
+        if (eq_lit(k, "last", 4))
+            return RK_LAST;
+        break;
+    case 5:
+        if (eq_lit(k, "topic", 5))
+            return RK_TOPIC;
+        if (eq_lit(k, "since", 5))
+            return RK_SINCE;
+        if (eq_lit(k, "epoch", 5))
+            return RK_EPOCH;
+        break;
+    default:
+        break;
+    }
+    return -1;
+}
+
+static inline __attribute__((always_inline)) msg_op_t op_from(const char *s, size_t n)
 {
     switch (n) {
     case 4:
-        return memcmp(s, "ping", 4) == 0 ? MSG_OP_PING : 0;
+        return eq_lit(s, "ping", 4) ? MSG_OP_PING : 0;
     case 7:
-        return memcmp(s, "publish", 7) == 0 ? MSG_OP_PUBLISH : 0;
+        return eq_lit(s, "publish", 7) ? MSG_OP_PUBLISH : 0;
     case 9:
-        return memcmp(s, "subscribe", 9) == 0 ? MSG_OP_SUBSCRIBE : 0;
+        return eq_lit(s, "subscribe", 9) ? MSG_OP_SUBSCRIBE : 0;
     case 11:
-        return memcmp(s, "unsubscribe", 11) == 0 ? MSG_OP_UNSUBSCRIBE : 0;
+        return eq_lit(s, "unsubscribe", 11) ? MSG_OP_UNSUBSCRIBE : 0;
     default:
         return 0;
     }
 }
 
 /* The op named by the string member "op"; 0 if it names none. */
-static msg_op_t member_op(const req_members_t *m)
+static msg_op_t member_op(const members_t *m)
 {
     msg_span_t sp = m->v[RK_OP];
     char opname[16];
@@ -600,24 +881,24 @@ static msg_op_t member_op(const req_members_t *m)
     return op_from(opname, decode_string(sp, opname, sizeof opname - 1));
 }
 
-static int check_request(msg_request_t *req, const req_members_t *m, const char **why)
+static int check_request(msg_request_t *req, const members_t *m, const char *lo, const char **why)
 {
     static const char *const need_topic[] = {
         [MSG_OP_SUBSCRIBE] = "subscribe needs a string \"topic\" member",
         [MSG_OP_UNSUBSCRIBE] = "unsubscribe needs a string \"topic\" member",
         [MSG_OP_PUBLISH] = "publish needs a string \"topic\" member",
     };
-    const msg_span_t *v = m->v;
+    msg_span_t id = member(m, RK_ID);
 
-    if (v[RK_ID].p != NULL) {
-        if (!is_string(v[RK_ID]) && !is_number(v[RK_ID])) {
+    if (id.p != NULL) {
+        if (!is_string(id) && !is_number(id)) {
             *why = "\"id\" must be a string or a number";
             return MSG_E_BAD_REQUEST;
         }
-        req->id = v[RK_ID];
+        req->id = id;
     }
 
-    if (!is_string(v[RK_OP])) {
+    if (!is_string(member(m, RK_OP))) {
         *why = "message needs a string \"op\" member";
         return MSG_E_BAD_REQUEST;
     }
@@ -629,7 +910,7 @@ static int check_request(msg_request_t *req, const req_members_t *m, const char 
     if (req->op == MSG_OP_PING)
         return MSG_OK;
 
-    if (!is_string(v[RK_TOPIC])) {
+    if (!is_string(member(m, RK_TOPIC))) {
         *why = need_topic[req->op];
         return MSG_E_BAD_REQUEST;
     }
@@ -640,36 +921,38 @@ static int check_request(msg_request_t *req, const req_members_t *m, const char 
         req->topic.len = TOPIC_MAX + 1;
 
     if (req->op == MSG_OP_PUBLISH) {
-        if (v[RK_DATA].p == NULL) {
+        msg_span_t data = member(m, RK_DATA);
+        if (data.p == NULL) {
             *why = "publish needs a \"data\" member";
             return MSG_E_BAD_REQUEST;
         }
         req->has_data = true;
-        req->data = v[RK_DATA];
+        req->data = data;
         return MSG_OK;
     }
     if (req->op != MSG_OP_SUBSCRIBE)
         return MSG_OK;
 
-    if (v[RK_LAST].p != NULL) {
-        if (!parse_u64(v[RK_LAST], &req->last)) {
+    msg_span_t last = member(m, RK_LAST), since = member(m, RK_SINCE), epoch = member(m, RK_EPOCH);
+    if (last.p != NULL) {
+        if (!parse_u64(last, lo, &req->last)) {
             *why = "\"last\" must be an integer >= 0";
             return MSG_E_BAD_REQUEST;
         }
         req->has_last = true;
     }
-    if (v[RK_SINCE].p != NULL) {
-        if (!parse_u64(v[RK_SINCE], &req->since)) {
+    if (since.p != NULL) {
+        if (!parse_u64(since, lo, &req->since)) {
             *why = "\"since\" must be an integer >= 0";
             return MSG_E_BAD_REQUEST;
         }
         req->has_since = true;
     }
-    if (v[RK_EPOCH].p != NULL) {
+    if (epoch.p != NULL) {
         size_t elen = 0;
-        if (is_string(v[RK_EPOCH]))
+        if (is_string(epoch))
             elen = member_string(m, RK_EPOCH, req->epoch_buf, MSG_EPOCH_MAX);
-        if (!is_string(v[RK_EPOCH]) || elen > MSG_EPOCH_MAX) {
+        if (!is_string(epoch) || elen > MSG_EPOCH_MAX) {
             *why = "\"epoch\" must be a string of at most " XSTR(MSG_EPOCH_MAX) " bytes";
             return MSG_E_BAD_REQUEST;
         }
@@ -680,21 +963,28 @@ static int check_request(msg_request_t *req, const req_members_t *m, const char 
     return MSG_OK;
 }
 
+/* scan_json() for client requests, out of line (see scan_members_srv()). */
+static __attribute__((noinline)) scan_rc_t scan_members_req(const char *buf, size_t len,
+                                                            members_t *m)
+{
+    return scan_json(buf, len, m, req_key);
+}
+
 int msg_parse(const char *buf, size_t len, msg_request_t *req, const char **why)
 {
-    req_members_t m;
-    memset(&m, 0, sizeof m);
+    msg_span_t v[RK_COUNT];
+    members_t m = {v, 0, 0};
     memset(req, 0, offsetof(msg_request_t, topic_buf));
     req->topic_buf[0] = '\0';
     req->epoch_buf[0] = '\0';
     *why = NULL;
 
-    scan_rc_t sr = len > 0 ? scan_request(buf, len, &m) : SCAN_BAD;
+    scan_rc_t sr = len > 0 ? scan_members_req(buf, len, &m) : SCAN_BAD;
     if (sr != SCAN_OBJECT) {
         *why = sr == SCAN_OTHER ? "message is not a JSON object" : "message is not valid JSON";
         return MSG_E_BAD_JSON;
     }
-    return check_request(req, &m, why);
+    return check_request(req, &m, buf, why);
 }
 
 const char *msg_err_code(int err)
@@ -716,9 +1006,21 @@ const char *msg_err_code(int err)
 size_t msg_escape(char *out, size_t cap, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+        /* bytes that stand for themselves are copied a run at a time */
+        size_t run = (size_t)(plain_run(u + i, u + len) - (u + i));
+        if (run > 0) {
+            if (cap - o < run)
+                return 0;
+            copy_short(out + o, s + i, run);
+            o += run;
+            i += run;
+            if (i == len)
+                break;
+        }
+        unsigned char c = u[i];
         char e = 0;
         switch (c) {
         case '"':
@@ -1052,250 +1354,7 @@ size_t msg_encode_subscribe(char *out, size_t cap, bool unsubscribe, const char 
 
 /* ---------------------------------------------------------------------
  * Broker messages, parsed on the client side
- *
- * cJSON validates and types the members; a raw-span scanner then walks
- * the same bytes to find the exact text of each member's value, stricter
- * than cJSON where cJSON is lenient (control bytes, number spellings,
- * trailing bytes). It relies on cJSON having checked the structure.
  * ------------------------------------------------------------------- */
-
-#define SCAN_FAIL ((size_t)-1)
-
-typedef struct scan_key {
-    const char *name;
-    size_t len;
-} scan_key_t;
-
-#define KEY(s)                                                                                     \
-    {                                                                                              \
-        s, sizeof(s) - 1                                                                           \
-    }
-
-static bool is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static size_t skip_ws(const unsigned char *s, size_t len, size_t i)
-{
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* s[i] is '"'. Returns the index after the closing quote. Sets *esc when
- * the string holds a backslash escape. */
-static size_t scan_string(const unsigned char *s, size_t len, size_t i, bool *esc)
-{
-    for (i++; i < len; i++) {
-        unsigned char c = s[i];
-        if (c == '"')
-            return i + 1;
-        if (c == '\\') {
-            *esc = true;
-            i++; /* the escaped byte; \uXXXX digits are plain bytes */
-        } else if (c < 0x20) {
-            return SCAN_FAIL;
-        }
-    }
-    return SCAN_FAIL;
-}
-
-/* RFC 8259 number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-static size_t scan_number(const unsigned char *s, size_t len, size_t i)
-{
-    if (i < len && s[i] == '-')
-        i++;
-    if (i >= len || !is_digit(s[i]))
-        return SCAN_FAIL;
-    if (s[i] == '0')
-        i++;
-    else
-        while (i < len && is_digit(s[i]))
-            i++;
-    if (i < len && s[i] == '.') {
-        if (++i >= len || !is_digit(s[i]))
-            return SCAN_FAIL;
-        while (i < len && is_digit(s[i]))
-            i++;
-    }
-    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-        if (++i < len && (s[i] == '+' || s[i] == '-'))
-            i++;
-        if (i >= len || !is_digit(s[i]))
-            return SCAN_FAIL;
-        while (i < len && is_digit(s[i]))
-            i++;
-    }
-    /* cJSON hands "01" or "1.e5" to strtod(); we do not */
-    if (i < len &&
-        (is_digit(s[i]) || s[i] == '.' || s[i] == 'e' || s[i] == 'E' || s[i] == '+' || s[i] == '-'))
-        return SCAN_FAIL;
-    return i;
-}
-
-static size_t scan_literal(const unsigned char *s, size_t len, size_t i)
-{
-    static const char *const words[] = {"true", "false", "null"};
-    for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) {
-        size_t n = strlen(words[k]);
-        if (len - i >= n && memcmp(s + i, words[k], n) == 0)
-            return i + n;
-    }
-    return SCAN_FAIL;
-}
-
-/* s[i] is '{' or '['. The structure was already validated by cJSON, so
- * counting brackets finds the end; every byte is still bounds-checked and
- * checked for strictness. */
-static size_t scan_nested(const unsigned char *s, size_t len, size_t i)
-{
-    size_t depth = 0;
-    bool esc;
-    while (i < len) {
-        switch (s[i]) {
-        case '"':
-            i = scan_string(s, len, i, &esc);
-            break;
-        case '{':
-        case '[':
-            depth++;
-            i++;
-            break;
-        case '}':
-        case ']':
-            i++;
-            if (--depth == 0) /* entered on an opener, so depth >= 1 here */
-                return i;
-            break;
-        case ' ':
-        case '\t':
-        case '\n':
-        case '\r':
-        case ',':
-        case ':':
-            i++;
-            break;
-        case 't':
-        case 'f':
-        case 'n':
-            i = scan_literal(s, len, i);
-            break;
-        default:
-            i = scan_number(s, len, i);
-            break;
-        }
-        if (i == SCAN_FAIL)
-            return SCAN_FAIL;
-    }
-    return SCAN_FAIL;
-}
-
-static size_t scan_value(const unsigned char *s, size_t len, size_t i)
-{
-    bool esc;
-    switch (s[i]) {
-    case '"':
-        return scan_string(s, len, i, &esc);
-    case '{':
-    case '[':
-        return scan_nested(s, len, i);
-    case 't':
-    case 'f':
-    case 'n':
-        return scan_literal(s, len, i);
-    default:
-        return scan_number(s, len, i);
-    }
-}
-
-/* Index in keys[] of the key s[0..n), or -1. Like cJSON's strcmp(), a
- * decoded NUL ends the key. */
-static int key_index(const unsigned char *s, size_t n, bool esc, const scan_key_t *keys,
-                     size_t nkeys)
-{
-    char dec[16];
-    const char *k = (const char *)s;
-    if (esc) {
-        size_t d = json_unescape(s, n, dec, sizeof dec);
-        const char *nul = memchr(dec, '\0', d < sizeof dec ? d : sizeof dec);
-        if (nul != NULL)
-            d = (size_t)(nul - dec);
-        else if (d > sizeof dec)
-            return -1; /* longer than any name we look for */
-        k = dec;
-        n = d;
-    }
-    for (size_t i = 0; i < nkeys; i++) {
-        if (keys[i].len == n && memcmp(keys[i].name, k, n) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
-/* Walk the top-level object in buf[0..len) once and store in spans[k] the
- * raw value of the first member named keys[k]. false: not strict JSON. */
-static bool scan_object(const char *buf, size_t len, const scan_key_t *keys, size_t nkeys,
-                        msg_span_t *spans)
-{
-    const unsigned char *s = (const unsigned char *)buf;
-    size_t i = 0;
-
-    if (len >= 3 && s[0] == 0xEF && s[1] == 0xBB && s[2] == 0xBF)
-        i = 3; /* cJSON skips a UTF-8 byte order mark; so do we */
-    i = skip_ws(s, len, i);
-    if (i >= len || s[i] != '{')
-        return false;
-    i = skip_ws(s, len, i + 1);
-    if (i < len && s[i] == '}')
-        return skip_ws(s, len, i + 1) == len;
-
-    for (;;) {
-        bool esc = false;
-        if (i >= len || s[i] != '"')
-            return false;
-        size_t kstart = i + 1;
-        if ((i = scan_string(s, len, i, &esc)) == SCAN_FAIL)
-            return false;
-        int k = key_index(s + kstart, i - 1 - kstart, esc, keys, nkeys);
-
-        i = skip_ws(s, len, i);
-        if (i >= len || s[i] != ':')
-            return false;
-        i = skip_ws(s, len, i + 1);
-        if (i >= len)
-            return false;
-        size_t vstart = i;
-        if ((i = scan_value(s, len, i)) == SCAN_FAIL)
-            return false;
-        if (k >= 0 && spans[k].p == NULL) {
-            spans[k].p = buf + vstart;
-            spans[k].len = i - vstart;
-        }
-
-        i = skip_ws(s, len, i);
-        if (i < len && s[i] == ',') {
-            i = skip_ws(s, len, i + 1);
-            continue;
-        }
-        if (i < len && s[i] == '}')
-            return skip_ws(s, len, i + 1) == len;
-        return false;
-    }
-}
-
-/* Look every key of keys[] up with cJSON and check that the scanner found
- * the same members. */
-static bool lookup(const cJSON *root, const scan_key_t *keys, size_t nkeys, const msg_span_t *raw,
-                   const cJSON **item)
-{
-    for (size_t k = 0; k < nkeys; k++) {
-        item[k] = cJSON_GetObjectItemCaseSensitive(root, keys[k].name);
-        if ((item[k] != NULL) != (raw[k].p != NULL))
-            return false;
-    }
-    return true;
-}
 
 enum {
     SK_OP,
@@ -1314,80 +1373,239 @@ enum {
     SK_COUNT
 };
 
-static const scan_key_t srv_keys[SK_COUNT] = {
-    KEY("op"),     KEY("id"),        KEY("data"),        KEY("topic"),   KEY("seq"),
-    KEY("epoch"),  KEY("recovered"), KEY("code"),        KEY("message"), KEY("client"),
-    KEY("server"), KEY("heartbeat"), KEY("max_message"),
-};
-
-static msg_sop_t sop_from(const char *s, size_t n)
+/* The SK_* index of the member name k[0..n), or -1. */
+static inline int srv_key(const unsigned char *k, size_t n)
 {
-    static const struct {
-        const char *name;
-        msg_sop_t op;
-    } ops[] = {
-        {"hello", MSG_S_HELLO},     {"ack", MSG_S_ACK},   {"error", MSG_S_ERROR},
-        {"message", MSG_S_MESSAGE}, {"pong", MSG_S_PONG},
-    };
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        if (strlen(ops[i].name) == n && memcmp(ops[i].name, s, n) == 0)
-            return ops[i].op;
+    switch (n) {
+    case 2:
+        if (eq_lit(k, "op", 2))
+            return SK_OP;
+        if (eq_lit(k, "id", 2))
+            return SK_ID;
+        break;
+    case 3:
+        if (eq_lit(k, "seq", 3))
+            return SK_SEQ;
+        break;
+    case 4:
+        if (eq_lit(k, "data", 4))
+            return SK_DATA;
+        if (eq_lit(k, "code", 4))
+            return SK_CODE;
+        break;
+    case 5:
+        if (eq_lit(k, "topic", 5))
+            return SK_TOPIC;
+        if (eq_lit(k, "epoch", 5))
+            return SK_EPOCH;
+        break;
+    case 6:
+        if (eq_lit(k, "client", 6))
+            return SK_CLIENT;
+        if (eq_lit(k, "server", 6))
+            return SK_SERVER;
+        break;
+    case 7:
+        if (eq_lit(k, "message", 7))
+            return SK_MESSAGE;
+        break;
+    case 9:
+        if (eq_lit(k, "recovered", 9))
+            return SK_RECOVERED;
+        if (eq_lit(k, "heartbeat", 9))
+            return SK_HEARTBEAT;
+        break;
+    case 11:
+        if (eq_lit(k, "max_message", 11))
+            return SK_MAX_MESSAGE;
+        break;
+    default:
+        break;
     }
-    return 0;
+    return -1;
 }
 
-static void copy_string(const cJSON *it, msg_span_t raw, char *out, size_t size)
+static inline __attribute__((always_inline)) msg_sop_t sop_from(const char *s, size_t n)
 {
-    if (cJSON_IsString(it))
-        decode_string(raw, out, size - 1);
+    switch (n) {
+    case 3:
+        return eq_lit(s, "ack", 3) ? MSG_S_ACK : 0;
+    case 4:
+        return eq_lit(s, "pong", 4) ? MSG_S_PONG : 0;
+    case 5:
+        if (eq_lit(s, "hello", 5))
+            return MSG_S_HELLO;
+        return eq_lit(s, "error", 5) ? MSG_S_ERROR : 0;
+    case 7:
+        return eq_lit(s, "message", 7) ? MSG_S_MESSAGE : 0;
+    default:
+        return 0;
+    }
 }
+
+#define DBL_DIGITS_MAX 800 /* significant digits kept for strtod() */
+#define DBL_EXP_MAX    100000
+/* The written exponent stops growing here: far beyond DBL_EXP_MAX plus the
+ * digit count of any message, so adding the scale cannot flip its sign. */
+#define EXP_SATURATE 100000000000000000ll
+
+/* A (validated) JSON number as a double, correctly rounded, the value
+ * cJSON's strtod() gave. strtod() reads the locale's decimal point, and
+ * the buffer is not NUL-terminated, so the number is rewritten as
+ * [-]DIGITS e EXP without a point. Beyond 800 significant digits the rest
+ * only decides rounding: it is replaced by one sticky digit, which rounds
+ * the same since every double and every midpoint between two doubles has
+ * fewer than 770 significant digits. Exponents are clamped far beyond the
+ * range of a double. errno is left as it was. */
+static __attribute__((noinline, cold)) double json_double(msg_span_t sp)
+{
+    char t[1 + DBL_DIGITS_MAX + 1 + 2 + 8 + 1];
+    const char *p = sp.p, *end = sp.p + sp.len;
+    size_t o = 0, kept = 0;
+    int64_t scale = 0, exp = 0; /* value: DIGITS * 10^(scale + exp) */
+    bool sticky = false;
+
+    if (p < end && *p == '-')
+        t[o++] = *p++;
+    for (; p < end && IS_DIGIT(*p); p++) {
+        if (kept == 0 && *p == '0')
+            continue;
+        if (kept < DBL_DIGITS_MAX) {
+            t[o++] = *p;
+            kept++;
+        } else {
+            sticky |= *p != '0';
+            scale++;
+        }
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && IS_DIGIT(*p); p++) {
+            if (kept == 0 && *p == '0') {
+                scale--;
+            } else if (kept < DBL_DIGITS_MAX) {
+                t[o++] = *p;
+                kept++;
+                scale--;
+            } else {
+                sticky |= *p != '0';
+            }
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        bool neg = ++p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        for (; p < end && IS_DIGIT(*p); p++) {
+            if (exp < EXP_SATURATE)
+                exp = exp * 10 + (*p - '0');
+        }
+        if (neg)
+            exp = -exp;
+    }
+    if (kept == 0) {
+        t[o++] = '0';
+    } else {
+        if (sticky) {
+            t[o++] = '1';
+            scale--;
+        }
+        exp += scale;
+        exp = exp > DBL_EXP_MAX ? DBL_EXP_MAX : exp < -DBL_EXP_MAX ? -DBL_EXP_MAX : exp;
+        t[o++] = 'e';
+        if (exp < 0) {
+            t[o++] = '-';
+            exp = -exp;
+        }
+        char d[8];
+        size_t nd = 0;
+        do {
+            d[nd++] = (char)('0' + exp % 10);
+            exp /= 10;
+        } while (exp != 0);
+        while (nd > 0)
+            t[o++] = d[--nd];
+    }
+    t[o] = '\0';
+    int saved = errno;
+    double v = strtod(t, NULL);
+    errno = saved;
+    return v;
+}
+
+/* scan_json() for broker messages, out of line: the code that reads the
+ * members stays small enough for the compiler to inline its helpers. */
+static __attribute__((noinline)) scan_rc_t scan_members_srv(const char *buf, size_t len,
+                                                            members_t *m)
+{
+    return scan_json(buf, len, m, srv_key);
+}
+
+/* Where the string members go in msg_server_t. */
+static const struct {
+    uint16_t off, size;
+} srv_strings[SK_COUNT] = {
+    [SK_TOPIC] = {offsetof(msg_server_t, topic), sizeof(((msg_server_t *)0)->topic)},
+    [SK_CODE] = {offsetof(msg_server_t, code), sizeof(((msg_server_t *)0)->code)},
+    [SK_MESSAGE] = {offsetof(msg_server_t, message), sizeof(((msg_server_t *)0)->message)},
+    [SK_EPOCH] = {offsetof(msg_server_t, epoch), sizeof(((msg_server_t *)0)->epoch)},
+    [SK_CLIENT] = {offsetof(msg_server_t, client), sizeof(((msg_server_t *)0)->client)},
+    [SK_SERVER] = {offsetof(msg_server_t, server), sizeof(((msg_server_t *)0)->server)},
+};
+#define SRV_STRINGS                                                                                \
+    (1u << SK_TOPIC | 1u << SK_CODE | 1u << SK_MESSAGE | 1u << SK_EPOCH | 1u << SK_CLIENT |        \
+     1u << SK_SERVER)
 
 /* Members of the wrong type are treated as absent: a client library reports
  * what the broker said and does not police it. */
 int msg_parse_server(const char *buf, size_t len, msg_server_t *m)
 {
-    msg_span_t raw[SK_COUNT] = {{NULL, 0}};
-    const cJSON *item[SK_COUNT];
+    msg_span_t v[SK_COUNT];
+    members_t sm = {v, 0, 0};
     char opname[16];
-    int rc = MSG_OK;
 
-    memset(m, 0, sizeof *m);
+    m->op = 0;
+    m->id.p = m->data.p = NULL;
+    m->id.len = m->data.len = 0;
+    m->has_seq = false;
+    m->seq = 0;
     m->recovered = -1;
+    m->heartbeat = 0;
+    m->max_message = 0;
+    m->topic[0] = m->code[0] = m->message[0] = m->epoch[0] = m->client[0] = m->server[0] = '\0';
 
-    cJSON *root = cJSON_ParseWithLength(buf, len);
-    if (root == NULL)
+    if (len == 0 || scan_members_srv(buf, len, &sm) != SCAN_OBJECT ||
+        !is_string(member(&sm, SK_OP)))
         return MSG_E_BAD_JSON;
-    if (!cJSON_IsObject(root) || !scan_object(buf, len, srv_keys, SK_COUNT, raw) ||
-        !lookup(root, srv_keys, SK_COUNT, raw, item) || !cJSON_IsString(item[SK_OP])) {
-        rc = MSG_E_BAD_JSON;
-        goto out;
-    }
+    msg_span_t op = sm.v[SK_OP];
+    if (sm.esc & (1u << SK_OP))
+        m->op = sop_from(opname, decode_string(op, opname, sizeof opname - 1));
+    else
+        m->op = sop_from(op.p + 1, op.len - 2);
+    if (m->op == 0)
+        return MSG_E_UNKNOWN_OP;
 
-    m->op = sop_from(opname, decode_string(raw[SK_OP], opname, sizeof opname - 1));
-    if (m->op == 0) {
-        rc = MSG_E_UNKNOWN_OP;
-        goto out;
-    }
-
-    if (cJSON_IsString(item[SK_ID]) || cJSON_IsNumber(item[SK_ID]))
-        m->id = raw[SK_ID];
-    if (m->op == MSG_S_MESSAGE && item[SK_DATA] != NULL)
-        m->data = raw[SK_DATA];
-    if (cJSON_IsNumber(item[SK_SEQ]))
-        m->has_seq = parse_u64(raw[SK_SEQ], &m->seq);
-    if (cJSON_IsBool(item[SK_RECOVERED]))
-        m->recovered = cJSON_IsTrue(item[SK_RECOVERED]) ? 1 : 0;
-    if (cJSON_IsNumber(item[SK_HEARTBEAT]))
-        m->heartbeat = item[SK_HEARTBEAT]->valuedouble;
-    if (cJSON_IsNumber(item[SK_MAX_MESSAGE]) && !parse_u64(raw[SK_MAX_MESSAGE], &m->max_message))
+    msg_span_t sp = member(&sm, SK_ID);
+    if (is_string(sp) || is_number(sp))
+        m->id = sp;
+    if (m->op == MSG_S_MESSAGE)
+        m->data = member(&sm, SK_DATA);
+    sp = member(&sm, SK_SEQ);
+    if (is_number(sp))
+        m->has_seq = parse_u64(sp, buf, &m->seq);
+    sp = member(&sm, SK_RECOVERED);
+    if (sp.len > 0 && (sp.p[0] == 't' || sp.p[0] == 'f'))
+        m->recovered = sp.p[0] == 't';
+    sp = member(&sm, SK_HEARTBEAT);
+    if (is_number(sp))
+        m->heartbeat = json_double(sp);
+    sp = member(&sm, SK_MAX_MESSAGE);
+    if (is_number(sp) && !parse_u64(sp, buf, &m->max_message))
         m->max_message = 0;
-    copy_string(item[SK_TOPIC], raw[SK_TOPIC], m->topic, sizeof m->topic);
-    copy_string(item[SK_CODE], raw[SK_CODE], m->code, sizeof m->code);
-    copy_string(item[SK_MESSAGE], raw[SK_MESSAGE], m->message, sizeof m->message);
-    copy_string(item[SK_EPOCH], raw[SK_EPOCH], m->epoch, sizeof m->epoch);
-    copy_string(item[SK_CLIENT], raw[SK_CLIENT], m->client, sizeof m->client);
-    copy_string(item[SK_SERVER], raw[SK_SERVER], m->server, sizeof m->server);
-out:
-    cJSON_Delete(root);
-    return rc;
+    /* the strings present, each decoded, cut to fit and NUL-terminated */
+    for (unsigned want = sm.found & SRV_STRINGS; want != 0; want &= want - 1) {
+        int k = __builtin_ctz(want);
+        if (is_string(v[k]))
+            member_string(&sm, k, (char *)m + srv_strings[k].off, srv_strings[k].size - 1u);
+    }
+    return MSG_OK;
 }

@@ -19,16 +19,20 @@
  *     else reply wsh_write_101(), then feed c->in + r onwards to the framer.
  *
  * The result depends only on the first min(len, WSH_MAX_HEAD) bytes and is
- * the same however the input was split across calls. Nothing here allocates
- * memory of its own; wsh_accept_key() leaves the SHA-1 to OpenSSL.
+ * the same however the input was split across calls. Nothing here
+ * allocates: the SHA-1 and base64 of the accept key are computed here
+ * (FIPS 180-4, RFC 4648) rather than with a library that allocates on
+ * first use and may fail there (OpenSSL 3.0 dereferences a NULL lock after
+ * a failed allocation in its lazy initialisation), so the handshake works
+ * the same under memory pressure. The SHA-1 is the checksum RFC 6455
+ * prescribes, not a security mechanism.
  */
 #include "wsproto/ws_handshake.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 /* RFC 6455 section 1.3. */
 #define WSH_GUID      "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -462,33 +466,146 @@ int wsh_check_upgrade(const wsh_request_t *req, wsh_upgrade_t *up)
             return reject(up, 426, "unsupported Sec-WebSocket-Version");
 
     wsh_accept_key(v->p, v->len, up->accept);
-    if (up->accept[0] == '\0') /* OpenSSL could not hash: out of memory */
-        return reject(up, 500, "cannot compute Sec-WebSocket-Accept");
     up->status = 101;
     return 101;
 }
 
+/* ---- SHA-1 (FIPS 180-4 section 6.1) and base64 (RFC 4648 section 4) ---- */
+
+typedef struct sha1 {
+    uint32_t h[5];
+    uint8_t block[64];
+    size_t used;    /* bytes in block */
+    uint64_t total; /* bytes hashed */
+} sha1_t;
+
+static uint32_t rol32(uint32_t x, unsigned k)
+{
+    return x << k | x >> (32 - k);
+}
+
+static void sha1_block(uint32_t h[5], const uint8_t *p)
+{
+    uint32_t w[80];
+    for (int t = 0; t < 16; t++)
+        w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 |
+               (uint32_t)p[4 * t + 2] << 8 | (uint32_t)p[4 * t + 3];
+    for (int t = 16; t < 80; t++)
+        w[t] = rol32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int t = 0; t < 80; t++) {
+        uint32_t f, k;
+        if (t < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999;
+        } else if (t < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1;
+        } else if (t < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDC;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        uint32_t tmp = rol32(a, 5) + f + e + k + w[t];
+        e = d;
+        d = c;
+        c = rol32(b, 30);
+        b = a;
+        a = tmp;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+static void sha1_init(sha1_t *s)
+{
+    static const uint32_t h0[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    memcpy(s->h, h0, sizeof h0);
+    s->used = 0;
+    s->total = 0;
+}
+
+static void sha1_update(sha1_t *s, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    s->total += len;
+    while (len > 0) {
+        size_t n = sizeof s->block - s->used;
+        if (n > len)
+            n = len;
+        memcpy(s->block + s->used, p, n);
+        s->used += n;
+        p += n;
+        len -= n;
+        if (s->used == sizeof s->block) {
+            sha1_block(s->h, s->block);
+            s->used = 0;
+        }
+    }
+}
+
+/* Padding: 0x80, zeros up to 56 mod 64, the length in bits big-endian. */
+static void sha1_final(sha1_t *s, uint8_t out[WSH_SHA1_LEN])
+{
+    uint64_t bits = s->total * 8;
+    uint8_t pad[72] = {0x80};
+    size_t n = s->used < 56 ? 56 - s->used : 120 - s->used;
+    for (int i = 0; i < 8; i++)
+        pad[n + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha1_update(s, pad, n + 8);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t)(s->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)s->h[i];
+    }
+}
+
+/* base64 of in[0..n) with padding, NUL-terminated: 4 * ceil(n / 3) + 1
+ * bytes of out. */
+static void base64(char *out, const uint8_t *in, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0;
+    for (; n - i >= 3; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *out++ = abc[v >> 18];
+        *out++ = abc[(v >> 12) & 63];
+        *out++ = abc[(v >> 6) & 63];
+        *out++ = abc[v & 63];
+    }
+    if (n - i > 0) {
+        uint32_t v = (uint32_t)in[i] << 16 | (n - i == 2 ? (uint32_t)in[i + 1] << 8 : 0);
+        *out++ = abc[v >> 18];
+        *out++ = abc[(v >> 12) & 63];
+        *out++ = n - i == 2 ? abc[(v >> 6) & 63] : '=';
+        *out++ = '=';
+    }
+    *out = '\0';
+}
+
 void wsh_accept_key(const char *key, size_t key_len, char out[WSH_ACCEPT_LEN + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *ctx;
-    bool ok;
+    uint8_t md[WSH_SHA1_LEN];
+    sha1_t s;
 
     if (out == NULL)
         return;
     out[0] = '\0';
     if (key == NULL && key_len > 0)
         return;
-    if ((ctx = EVP_MD_CTX_new()) == NULL)
-        return;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
-         (key_len == 0 || EVP_DigestUpdate(ctx, key, key_len) == 1) &&
-         EVP_DigestUpdate(ctx, WSH_GUID, sizeof WSH_GUID - 1) == 1 &&
-         EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == WSH_SHA1_LEN;
-    EVP_MD_CTX_free(ctx);
-    if (ok) /* 20 bytes -> 28 characters and a NUL */
-        EVP_EncodeBlock((unsigned char *)out, md, WSH_SHA1_LEN);
+    sha1_init(&s);
+    if (key_len > 0)
+        sha1_update(&s, key, key_len);
+    sha1_update(&s, WSH_GUID, sizeof WSH_GUID - 1);
+    sha1_final(&s, md);
+    base64(out, md, WSH_SHA1_LEN); /* 20 bytes -> 28 characters and a NUL */
 }
 
 /* ---- Responses ---- */
@@ -760,7 +877,7 @@ void wsh_make_key(const uint8_t nonce[16], char out[WSH_KEY_LEN + 1])
         return;
     out[0] = '\0';
     if (nonce != NULL) /* 16 bytes -> 24 characters and a NUL */
-        EVP_EncodeBlock((unsigned char *)out, nonce, WSH_NONCE_LEN);
+        base64(out, nonce, WSH_NONCE_LEN);
 }
 
 int wsh_write_request(char *out, size_t cap, const char *host, const char *target, const char *key,
@@ -802,8 +919,6 @@ int wsh_check_101(const wsh_response_t *res, const char *key)
     if (acc == NULL || header_count(res->headers, res->num_headers, "Sec-WebSocket-Accept") != 1)
         return WS_E_HTTP_BAD;
     wsh_accept_key(key, strlen(key), expect);
-    if (expect[0] == '\0')
-        return WS_E_NOMEM;
     if (acc->len != WSH_ACCEPT_LEN || memcmp(acc->p, expect, WSH_ACCEPT_LEN) != 0)
         return WS_E_HTTP_BAD;
     return WS_OK;

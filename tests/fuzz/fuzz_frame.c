@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_dict.h"
 #include "wsproto/utf8.h"
 #include "wsproto/ws_frame.h"
 

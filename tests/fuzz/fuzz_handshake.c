@@ -13,13 +13,19 @@
  *     wsh_check_101() with the request's key; every rejection's error
  *     response parses back with the same status;
  *   - the input used as a request target either is refused by
- *     wsh_write_request() or comes back unchanged from the parser.
+ *     wsh_write_request() or comes back unchanged from the parser;
+ *   - the input as a Sec-WebSocket-Key gives the accept value OpenSSL's
+ *     SHA-1 and base64 give (ws_handshake.c computes both itself), and its
+ *     first 16 bytes as a nonce give OpenSSL's base64 key.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
+#include "fuzz_dict.h"
 #include "wsproto/ws_handshake.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -271,6 +277,33 @@ static void check_writer(const uint8_t *data, size_t size)
     free(target);
 }
 
+/* wsh_accept_key() computes SHA-1 and base64 itself: the input as a key
+ * must give what OpenSSL gives, and so must its first 16 bytes as a
+ * nonce for wsh_make_key(). */
+__attribute__((no_sanitize("coverage"))) static void check_accept(const char *key, size_t len)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char got[WSH_ACCEPT_LEN + 1], want[WSH_ACCEPT_LEN + 1];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    CHECK(ctx != NULL);
+    CHECK(EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1);
+    CHECK(EVP_DigestUpdate(ctx, key, len) == 1);
+    CHECK(EVP_DigestUpdate(ctx, guid, sizeof guid - 1) == 1);
+    CHECK(EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20);
+    EVP_MD_CTX_free(ctx);
+    CHECK(EVP_EncodeBlock((unsigned char *)want, md, 20) == WSH_ACCEPT_LEN);
+    wsh_accept_key(key, len, got);
+    CHECK(strcmp(got, want) == 0);
+    if (len >= 16) {
+        char k[WSH_KEY_LEN + 1], kw[WSH_KEY_LEN + 1];
+        wsh_make_key((const uint8_t *)key, k);
+        CHECK(EVP_EncodeBlock((unsigned char *)kw, (const unsigned char *)key, 16) == WSH_KEY_LEN);
+        CHECK(strcmp(k, kw) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint64_t seed = 0xcbf29ce484222325ull; /* FNV-1a of the input */
@@ -299,6 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     check_writer(data, size);
+    check_accept(buf, size);
     free(buf);
     return 0;
 }

@@ -23,6 +23,13 @@
  *     cJSON_Compare(); the rc and the "why" text must be what the request
  *     checks give for cJSON's view of the members.
  *
+ * msg_parse_server() reads broker messages with the same validator. Every
+ * input is also checked as a broker message: valid exactly when the strict
+ * reference says it is an object with a string "op", and then every member
+ * as cJSON reads it (id and data by their spans, seq and max_message by
+ * value, heartbeat bit for bit against cJSON's strtod(), the six strings
+ * cut to their buffers).
+ *
  * It also keeps the codec's own invariants: every raw span lies inside the
  * input, re-encoding a parsed publish (msg_encode_message then
  * msg_parse_server, msg_encode_publish then msg_parse) gives back the same
@@ -35,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_dict.h"
 #include "wsproto/msg.h"
 #include "wsproto/topic.h"
 
@@ -54,6 +62,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define WHY_LAST       "\"last\" must be an integer >= 0"
 #define WHY_SINCE      "\"since\" must be an integer >= 0"
 #define DEPTH_MAX      1000 /* msg.c's MSG_DEPTH_MAX and cJSON's CJSON_NESTING_LIMIT */
+
+/* The reference code is not what is being fuzzed: no coverage
+ * instrumentation, so that runs are faster and the fuzzer is guided by
+ * the library's branches, not the oracle's. */
+#define ORACLE __attribute__((no_sanitize("coverage")))
 
 /* ---------------------------------------------------------------------
  * Reference validator
@@ -77,27 +90,27 @@ typedef struct ref {
 
 typedef enum ref_rc { REF_BAD, REF_OBJECT, REF_OTHER } ref_rc_t;
 
-static bool ref_value(ref_t *r);
+ORACLE static bool ref_value(ref_t *r);
 
-static bool ref_is_ws(const ref_t *r, unsigned char c)
+ORACLE static bool ref_is_ws(const ref_t *r, unsigned char c)
 {
     if (r->lax & LAX_WS)
         return c <= 0x20;
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static void ref_ws(ref_t *r)
+ORACLE static void ref_ws(ref_t *r)
 {
     while (r->i < r->n && ref_is_ws(r, r->s[r->i]))
         r->i++;
 }
 
-static bool ref_at(const ref_t *r, char c)
+ORACLE static bool ref_at(const ref_t *r, char c)
 {
     return r->i < r->n && r->s[r->i] == (unsigned char)c;
 }
 
-static long ref_hex4(const unsigned char *p)
+ORACLE static long ref_hex4(const unsigned char *p)
 {
     long v = 0;
     for (int k = 0; k < 4; k++) {
@@ -115,7 +128,7 @@ static long ref_hex4(const unsigned char *p)
 
 /* Like cJSON: first find the closing quote (a backslash hides the byte
  * after it), then check the escapes between the quotes. */
-static bool ref_string(ref_t *r)
+ORACLE static bool ref_string(ref_t *r)
 {
     size_t start = ++r->i, end = start;
     while (end < r->n && r->s[end] != '"') {
@@ -164,7 +177,7 @@ static bool ref_string(ref_t *r)
     return true;
 }
 
-static bool ref_digits(ref_t *r)
+ORACLE static bool ref_digits(ref_t *r)
 {
     size_t from = r->i;
     while (r->i < r->n && r->s[r->i] >= '0' && r->s[r->i] <= '9')
@@ -172,7 +185,7 @@ static bool ref_digits(ref_t *r)
     return r->i > from;
 }
 
-static bool ref_number(ref_t *r)
+ORACLE static bool ref_number(ref_t *r)
 {
     if (r->lax & LAX_NUMBER) {
         size_t k = 0;
@@ -210,7 +223,7 @@ static bool ref_number(ref_t *r)
     return true;
 }
 
-static bool ref_word(ref_t *r, const char *w)
+ORACLE static bool ref_word(ref_t *r, const char *w)
 {
     size_t n = strlen(w);
     if (r->n - r->i < n || memcmp(r->s + r->i, w, n) != 0)
@@ -219,7 +232,7 @@ static bool ref_word(ref_t *r, const char *w)
     return true;
 }
 
-static bool ref_container(ref_t *r, char close, bool object)
+ORACLE static bool ref_container(ref_t *r, char close, bool object)
 {
     if (r->depth >= DEPTH_MAX)
         return false;
@@ -257,7 +270,7 @@ static bool ref_container(ref_t *r, char close, bool object)
     }
 }
 
-static bool ref_value(ref_t *r)
+ORACLE static bool ref_value(ref_t *r)
 {
     if (r->i >= r->n)
         return false;
@@ -281,7 +294,7 @@ static bool ref_value(ref_t *r)
     }
 }
 
-static ref_rc_t ref_parse(const char *buf, size_t len, unsigned lax)
+ORACLE static ref_rc_t ref_parse(const char *buf, size_t len, unsigned lax)
 {
     ref_t r = {(const unsigned char *)buf, len, 0, lax, 0};
     if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
@@ -304,7 +317,7 @@ static ref_rc_t ref_parse(const char *buf, size_t len, unsigned lax)
 
 /* Two trees from the same text. cJSON_Compare() calls inf != inf (1e400),
  * so equal printed forms count too. */
-static bool same_tree(const cJSON *a, const cJSON *b)
+ORACLE static bool same_tree(const cJSON *a, const cJSON *b)
 {
     if (cJSON_Compare(a, b, true))
         return true;
@@ -316,7 +329,7 @@ static bool same_tree(const cJSON *a, const cJSON *b)
 }
 
 /* The raw span parses alone, as exactly one value, to the same tree. */
-static void span_is_item(msg_span_t sp, const cJSON *item)
+ORACLE static void span_is_item(msg_span_t sp, const cJSON *item)
 {
     char *z = malloc(sp.len + 1);
     REQUIRE(z != NULL);
@@ -330,7 +343,7 @@ static void span_is_item(msg_span_t sp, const cJSON *item)
     free(z);
 }
 
-static bool has_escaped_nul(const char *buf, size_t size)
+ORACLE static bool has_escaped_nul(const char *buf, size_t size)
 {
     static const char pat[] = "\\u0000";
     for (size_t i = 0; i + 6 <= size; i++) {
@@ -341,14 +354,14 @@ static bool has_escaped_nul(const char *buf, size_t size)
 }
 
 /* Our decoded string d[0..n) as cJSON holds it: cut at the first NUL. */
-static bool same_cstring(const char *d, size_t n, const char *c)
+ORACLE static bool same_cstring(const char *d, size_t n, const char *c)
 {
     const char *nul = memchr(d, '\0', n);
     size_t upto = nul != NULL ? (size_t)(nul - d) : n;
     return strlen(c) == upto && memcmp(d, c, upto) == 0;
 }
 
-static msg_op_t op_named(const char *s)
+ORACLE static msg_op_t op_named(const char *s)
 {
     if (strcmp(s, "subscribe") == 0)
         return MSG_OP_SUBSCRIBE;
@@ -361,7 +374,7 @@ static msg_op_t op_named(const char *s)
     return 0;
 }
 
-static bool why_is(const char *why, const char *want)
+ORACLE static bool why_is(const char *why, const char *want)
 {
     return why != NULL && strcmp(why, want) == 0;
 }
@@ -376,7 +389,7 @@ static bool same_u64(uint64_t v, const cJSON *item)
 
 /* A refused last/since: cJSON cannot tell "1.0" from "1", so only check
  * that it is not plainly a non-negative integer spelled in digits. */
-static bool bad_u64(const cJSON *item, const char *buf, size_t size)
+ORACLE static bool bad_u64(const cJSON *item, const char *buf, size_t size)
 {
     if (!cJSON_IsNumber(item))
         return true;
@@ -388,8 +401,8 @@ static bool bad_u64(const cJSON *item, const char *buf, size_t size)
 
 /* Walk the request checks of msg.h over cJSON's view of the members and
  * require msg_parse()'s outcome at every step. */
-static void same_request(const char *buf, size_t size, int rc, const msg_request_t *req,
-                         const char *why, const cJSON *root)
+ORACLE static void same_request(const char *buf, size_t size, int rc, const msg_request_t *req,
+                                const char *why, const cJSON *root)
 {
     static const char *const need_topic[] = {
         [MSG_OP_SUBSCRIBE] = "subscribe needs a string \"topic\" member",
@@ -485,8 +498,8 @@ static void same_request(const char *buf, size_t size, int rc, const msg_request
                 same_cstring(req->epoch.p, req->epoch.len, epoch->valuestring));
 }
 
-static void differential(const char *buf, size_t size, int rc, const msg_request_t *req,
-                         const char *why)
+ORACLE static void differential(const char *buf, size_t size, int rc, const msg_request_t *req,
+                                const char *why)
 {
     bool valid = rc != MSG_E_BAD_JSON || why_is(why, WHY_NOT_OBJECT);
     if (rc == MSG_E_BAD_JSON)
@@ -628,6 +641,113 @@ static void check_request(const char *buf, size_t size)
     free(out);
 }
 
+ORACLE static msg_sop_t sop_named(const char *s)
+{
+    static const char *const names[] = {"hello", "ack", "error", "message", "pong"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0)
+            return (msg_sop_t)(i + 1);
+    }
+    return 0;
+}
+
+/* A decoded string of msg_server_t against cJSON's: the same up to the
+ * first NUL, cut to the buffer, or empty if cJSON has no string there. */
+ORACLE static void same_cut(const char *ours, size_t size, const cJSON *item)
+{
+    REQUIRE(memchr(ours, '\0', size) != NULL);
+    if (!cJSON_IsString(item)) {
+        REQUIRE(ours[0] == '\0');
+        return;
+    }
+    size_t want = strlen(item->valuestring);
+    if (want > size - 1)
+        want = size - 1;
+    REQUIRE(strlen(ours) == want && memcmp(ours, item->valuestring, want) == 0);
+}
+
+/* msg_parse_server() against the strict reference and cJSON: the same
+ * strictness as msg_parse(), and every member as cJSON reads it. */
+ORACLE static void differential_server(const char *buf, size_t size, int rc, const msg_server_t *m)
+{
+    ref_rc_t strict = ref_parse(buf, size, 0);
+    if (strict != REF_OBJECT)
+        REQUIRE(rc == MSG_E_BAD_JSON);
+
+    cJSON *root = cJSON_ParseWithLength(buf, size);
+    if (root == NULL) {
+        /* the byte order mark and one digit: no object either way */
+        REQUIRE(rc == MSG_E_BAD_JSON);
+        return;
+    }
+    if (strict == REF_BAD) {
+        REQUIRE(ref_parse(buf, size, LAX_CJSON) != REF_BAD);
+        cJSON_Delete(root);
+        return;
+    }
+    if (strict == REF_OTHER) {
+        REQUIRE(!cJSON_IsObject(root));
+        cJSON_Delete(root);
+        return;
+    }
+    REQUIRE(cJSON_IsObject(root));
+#define ITEM(name) cJSON_GetObjectItemCaseSensitive(root, name)
+    const cJSON *op = ITEM("op");
+    if (!cJSON_IsString(op)) {
+        REQUIRE(rc == MSG_E_BAD_JSON);
+        cJSON_Delete(root);
+        return;
+    }
+    msg_sop_t want = sop_named(op->valuestring);
+    if (rc == MSG_E_UNKNOWN_OP) {
+        /* cJSON cuts "ack\u0000" to a name; msg_parse_server() keeps the NUL */
+        REQUIRE(m->op == 0 && (want == 0 || has_escaped_nul(buf, size)));
+        cJSON_Delete(root);
+        return;
+    }
+    REQUIRE(rc == MSG_OK && m->op == want);
+
+    const cJSON *id = ITEM("id"), *data = ITEM("data"), *seq = ITEM("seq");
+    bool id_ok = cJSON_IsString(id) || cJSON_IsNumber(id);
+    REQUIRE((m->id.len > 0) == id_ok);
+    if (id_ok)
+        span_is_item(m->id, id);
+    if (want == MSG_S_MESSAGE && data != NULL)
+        span_is_item(m->data, data);
+    else
+        REQUIRE(m->data.len == 0 && m->data.p == NULL);
+
+    if (!cJSON_IsNumber(seq))
+        REQUIRE(!m->has_seq && m->seq == 0);
+    else if (m->has_seq)
+        REQUIRE(same_u64(m->seq, seq));
+    else
+        REQUIRE(bad_u64(seq, buf, size));
+
+    const cJSON *mm = ITEM("max_message");
+    if (!cJSON_IsNumber(mm))
+        REQUIRE(m->max_message == 0);
+    else if (m->max_message != 0 || mm->valuedouble != 0)
+        REQUIRE(same_u64(m->max_message, mm) || (m->max_message == 0 && bad_u64(mm, buf, size)));
+
+    const cJSON *rec = ITEM("recovered");
+    REQUIRE(m->recovered == (cJSON_IsBool(rec) ? cJSON_IsTrue(rec) ? 1 : 0 : -1));
+
+    /* cJSON's valuedouble is strtod() of the same text (C locale here) */
+    const cJSON *hb = ITEM("heartbeat");
+    double hbw = cJSON_IsNumber(hb) ? hb->valuedouble : 0.0;
+    REQUIRE(memcmp(&m->heartbeat, &hbw, sizeof hbw) == 0);
+
+    same_cut(m->topic, sizeof m->topic, ITEM("topic"));
+    same_cut(m->code, sizeof m->code, ITEM("code"));
+    same_cut(m->message, sizeof m->message, ITEM("message"));
+    same_cut(m->epoch, sizeof m->epoch, ITEM("epoch"));
+    same_cut(m->client, sizeof m->client, ITEM("client"));
+    same_cut(m->server, sizeof m->server, ITEM("server"));
+#undef ITEM
+    cJSON_Delete(root);
+}
+
 static void check_server(const char *buf, size_t size)
 {
     msg_server_t m;
@@ -648,6 +768,9 @@ static void check_server(const char *buf, size_t size)
     REQUIRE(memchr(m.client, '\0', sizeof m.client) != NULL);
     REQUIRE(memchr(m.server, '\0', sizeof m.server) != NULL);
     REQUIRE(m.recovered >= -1 && m.recovered <= 1);
+    if (rc != MSG_OK)
+        REQUIRE(m.op == 0 && m.id.len == 0 && m.data.len == 0 && !m.has_seq);
+    differential_server(buf, size, rc, &m);
 }
 
 static bool is_ws(char c)

@@ -17,6 +17,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "testutil.h"
 #include "wsproto/ws_handshake.h"
 
@@ -973,6 +975,59 @@ START_TEST(make_key_rfc_nonce)
 }
 END_TEST
 
+/* The SHA-1 and base64 are computed in ws_handshake.c; OpenSSL is the
+ * reference: keys of every length around the 64-byte blocks (the GUID adds
+ * 36 bytes, padding needs 9), every byte value, and nonces. */
+static void openssl_accept(const char *key, size_t len, char out[WSH_ACCEPT_LEN + 1])
+{
+    unsigned char buf[1024 + 64], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    ck_assert_uint_le(len, 1024);
+    memcpy(buf, key, len);
+    memcpy(buf + len, guid, sizeof guid - 1);
+    ck_assert_int_eq(EVP_Digest(buf, len + sizeof guid - 1, md, &mdlen, EVP_sha1(), NULL), 1);
+    ck_assert_uint_eq(mdlen, 20);
+    ck_assert_int_eq(EVP_EncodeBlock((unsigned char *)out, md, 20), WSH_ACCEPT_LEN);
+}
+
+START_TEST(accept_matches_openssl)
+{
+    char key[1024], got[WSH_ACCEPT_LEN + 1], want[WSH_ACCEPT_LEN + 1];
+    xorshift_t x = {7};
+    for (size_t len = 0; len <= 300; len++) {
+        for (int round = 0; round < 4; round++) {
+            for (size_t i = 0; i < len; i++)
+                key[i] = (char)(round == 0 ? 'a' : xorshift_next(&x));
+            const char *k = (const char *)guard_copy(key, len);
+            wsh_accept_key(k, len, got);
+            openssl_accept(key, len, want);
+            ck_assert_msg(strcmp(got, want) == 0, "len %zu: %s != %s", len, got, want);
+        }
+    }
+    /* a key of 1000 bytes, as a long header value could give */
+    memset(key, 'k', 1000);
+    wsh_accept_key(key, 1000, got);
+    openssl_accept(key, 1000, want);
+    ck_assert_str_eq(got, want);
+}
+END_TEST
+
+START_TEST(make_key_matches_openssl)
+{
+    uint8_t nonce[16];
+    char got[WSH_KEY_LEN + 1], want[WSH_KEY_LEN + 1];
+    xorshift_t x = {11};
+    for (int round = 0; round < 2000; round++) {
+        for (size_t i = 0; i < sizeof nonce; i++)
+            nonce[i] = (uint8_t)(round < 256 ? (size_t)round ^ i * 17 : xorshift_next(&x));
+        wsh_make_key(nonce, got);
+        ck_assert_int_eq(EVP_EncodeBlock((unsigned char *)want, nonce, 16), WSH_KEY_LEN);
+        ck_assert_str_eq(got, want);
+    }
+}
+END_TEST
+
 /* ---- Writers ---- */
 
 /* out must come out byte-exact, need exactly its own length, NOSPACE for
@@ -1453,6 +1508,8 @@ static Suite *handshake_suite(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, make_key_rfc_nonce);
+    tcase_add_test(tc, accept_matches_openssl);
+    tcase_add_test(tc, make_key_matches_openssl);
     tcase_add_test(tc, write_request_exact);
     tcase_add_test(tc, write_request_invalid);
     tcase_add_test(tc, client_round_trip);

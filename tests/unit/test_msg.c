@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "wsproto/msg.h"
@@ -345,8 +347,13 @@ END_TEST
 
 /* ---- client requests: errors ---- */
 
+static int parse_srv(const char *s, size_t n);
+
 static void expect_err(const char *m, int err, const char *id, const char *why_part)
 {
+    /* bytes that are not JSON, or not an object, are no broker message either */
+    if (err == MSG_E_BAD_JSON)
+        ck_assert_msg(parse_srv(m, strlen(m)) == MSG_E_BAD_JSON, "server accepted %s", m);
     int rc = parse(m);
     ck_assert_msg(rc == err, "%s: got %d want %d (%s)", m, rc, err, why ? why : "");
     ck_assert_msg(why != NULL && strlen(why) > 5, "%s: no reason", m);
@@ -521,17 +528,38 @@ static int parse_data_n(const char *v, size_t n)
     return parse_n(m, sizeof head + n);
 }
 
+static msg_server_t srv;
+
+/* {"op":"message","topic":"t","seq":1,"data":V} through msg_parse_server(),
+ * which shares the validator: the same values pass and fail. */
+static int parse_srv_data_n(const char *v, size_t n)
+{
+    static const char head[] = "{\"op\":\"message\",\"topic\":\"t\",\"seq\":1,\"data\":";
+    static char m[70000];
+    ck_assert_uint_lt(n, sizeof m - sizeof head);
+    memcpy(m, head, sizeof head - 1);
+    memcpy(m + sizeof head - 1, v, n);
+    m[sizeof head - 1 + n] = '}';
+    size_t len = sizeof head + n;
+    return msg_parse_server((const char *)guard_copy(m, len), len, &srv);
+}
+
 static void data_ok(const char *v, size_t n)
 {
     ck_assert_msg(parse_data_n(v, n) == MSG_OK, "'%.*s' refused: %s", (int)n, v, why);
     ck_assert_msg(req.data.len == n && memcmp(req.data.p, v, n) == 0, "'%.*s': span '%.*s'", (int)n,
                   v, (int)req.data.len, req.data.p);
+    ck_assert_msg(parse_srv_data_n(v, n) == MSG_OK, "server: '%.*s' refused", (int)n, v);
+    ck_assert_msg(srv.data.len == n && memcmp(srv.data.p, v, n) == 0, "server: '%.*s': span '%.*s'",
+                  (int)n, v, (int)srv.data.len, srv.data.p);
+    ck_assert(srv.op == MSG_S_MESSAGE && srv.has_seq && srv.seq == 1);
 }
 
 static void data_bad(const char *v, size_t n)
 {
     ck_assert_msg(parse_data_n(v, n) == MSG_E_BAD_JSON, "'%.*s' accepted", (int)n, v);
     ck_assert_str_eq(why, "message is not valid JSON");
+    ck_assert_msg(parse_srv_data_n(v, n) == MSG_E_BAD_JSON, "server: '%.*s' accepted", (int)n, v);
 }
 
 #define DATA_OK(lit)  data_ok((lit), sizeof(lit) - 1)
@@ -1190,6 +1218,61 @@ START_TEST(escape)
 }
 END_TEST
 
+/* The escaping of one byte, written out plainly. */
+static size_t escape_ref(char *out, unsigned char c)
+{
+    switch (c) {
+    case '"':
+        return (size_t)sprintf(out, "\\\"");
+    case '\\':
+        return (size_t)sprintf(out, "\\\\");
+    case '\b':
+        return (size_t)sprintf(out, "\\b");
+    case '\f':
+        return (size_t)sprintf(out, "\\f");
+    case '\n':
+        return (size_t)sprintf(out, "\\n");
+    case '\r':
+        return (size_t)sprintf(out, "\\r");
+    case '\t':
+        return (size_t)sprintf(out, "\\t");
+    default:
+        if (c < 0x20)
+            return (size_t)sprintf(out, "\\u%04x", c);
+        out[0] = (char)c;
+        return 1;
+    }
+}
+
+/* Plain runs are copied a run at a time: a byte to escape at every offset
+ * of inputs around the 8-byte scan, into buffers of every size that ends
+ * at a guard page. */
+START_TEST(escape_every_offset)
+{
+    static const unsigned char special[] = {'"', '\\', 0, 0x1f, '\n', 0x7f, 0x80, 0xff};
+    char in[80], want[600];
+    for (size_t len = 1; len < sizeof in; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            for (size_t k = 0; k < sizeof special; k++) {
+                memset(in, 'x', len);
+                in[pos] = (char)special[k];
+                size_t n = 0;
+                for (size_t i = 0; i < len; i++)
+                    n += escape_ref(want + n, (unsigned char)in[i]);
+                for (size_t cap = n > 8 ? n - 8 : 0; cap <= n + 1; cap++) {
+                    char *o = (char *)guard_copy_slot(2, "", 0) - cap;
+                    size_t got = msg_escape(o, cap, in, len);
+                    if (cap < n)
+                        ck_assert_uint_eq(got, 0);
+                    else
+                        ck_assert(got == n && memcmp(o, want, n) == 0);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
 /* Random bytes of the kinds that stress escaping. */
 static void random_bytes(xorshift_t *x, char *out, size_t n)
 {
@@ -1293,8 +1376,6 @@ START_TEST(roundtrip_client_encoders)
     }
 }
 END_TEST
-
-static msg_server_t srv;
 
 static int parse_srv(const char *s, size_t n)
 {
@@ -1417,6 +1498,687 @@ START_TEST(parse_server_prefixes)
 }
 END_TEST
 
+/* ---- broker messages: msg_parse_server() member by member ---- */
+
+/* The bytes at p are the start of a mapping with a PROT_NONE page just
+ * before it: a parser that reads one byte before its input faults. */
+static const char *front_guard_copy(const char *s, size_t n)
+{
+    static char *area;
+    static size_t page;
+    if (area == NULL) {
+        page = (size_t)sysconf(_SC_PAGESIZE);
+        area = mmap(NULL, page + 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ck_assert(area != MAP_FAILED);
+        ck_assert_int_eq(mprotect(area, page, PROT_NONE), 0);
+    }
+    ck_assert_uint_le(n, 65536);
+    memcpy(area + page, s, n);
+    return area + page;
+}
+
+static int parse_srv_str(const char *m)
+{
+    return parse_srv(m, strlen(m));
+}
+
+/* Nothing but op set: what every absent member reads as. */
+static void srv_only_op(msg_sop_t op)
+{
+    ck_assert_int_eq(srv.op, op);
+    ck_assert(srv.id.len == 0 && srv.id.p == NULL);
+    ck_assert(srv.data.len == 0 && srv.data.p == NULL);
+    ck_assert(!srv.has_seq && srv.seq == 0);
+    ck_assert_int_eq(srv.recovered, -1);
+    ck_assert(srv.heartbeat == 0 && srv.max_message == 0);
+    ck_assert_str_eq(srv.topic, "");
+    ck_assert_str_eq(srv.code, "");
+    ck_assert_str_eq(srv.message, "");
+    ck_assert_str_eq(srv.epoch, "");
+    ck_assert_str_eq(srv.client, "");
+    ck_assert_str_eq(srv.server, "");
+}
+
+START_TEST(server_every_op)
+{
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"hello\",\"client\":\"c-17\",\"server\":"
+                                   "\"wsbroker/0.1.0\",\"heartbeat\":20,\"max_message\":1048576}"),
+                     MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_HELLO);
+    ck_assert_str_eq(srv.client, "c-17");
+    ck_assert_str_eq(srv.server, "wsbroker/0.1.0");
+    ck_assert(srv.heartbeat == 20.0 && srv.max_message == 1048576);
+    ck_assert(srv.id.len == 0 && srv.data.len == 0 && !srv.has_seq && srv.recovered == -1);
+
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"id\":\"s-1\",\"topic\":\"chat.lobby\","
+                                   "\"seq\":41,\"epoch\":\"e1\",\"recovered\":true}"),
+                     MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ACK);
+    ck_span(srv.id, "\"s-1\"");
+    ck_assert_str_eq(srv.topic, "chat.lobby");
+    ck_assert(srv.has_seq && srv.seq == 41);
+    ck_assert_str_eq(srv.epoch, "e1");
+    ck_assert_int_eq(srv.recovered, 1);
+    ck_assert(srv.data.len == 0 && srv.heartbeat == 0 && srv.max_message == 0);
+
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"error\",\"id\":7,\"code\":\"bad_topic\","
+                                   "\"message\":\"topic has an empty segment\"}"),
+                     MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ERROR);
+    ck_span(srv.id, "7");
+    ck_assert_str_eq(srv.code, "bad_topic");
+    ck_assert_str_eq(srv.message, "topic has an empty segment");
+
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"message\",\"topic\":\"a.b\",\"seq\":3,"
+                                   "\"data\":[1, {\"x\" : \"y\"}]}"),
+                     MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_MESSAGE);
+    ck_assert_str_eq(srv.topic, "a.b");
+    ck_assert(srv.has_seq && srv.seq == 3);
+    ck_span(srv.data, "[1, {\"x\" : \"y\"}]");
+
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"pong\",\"id\":\"p\"}"), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_PONG);
+    ck_span(srv.id, "\"p\"");
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"pong\"}"), MSG_OK);
+    srv_only_op(MSG_S_PONG);
+
+    /* every member in every op is read; data only in message */
+    static const char *const ops[] = {"hello", "ack", "error", "message", "pong"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        char m[512];
+        snprintf(m, sizeof m,
+                 "{\"max_message\":9,\"heartbeat\":0.5,\"server\":\"s\",\"client\":\"c\","
+                 "\"message\":\"m\",\"code\":\"k\",\"recovered\":false,\"epoch\":\"e\","
+                 "\"seq\":8,\"topic\":\"t\",\"data\":{},\"id\":1,\"op\":\"%s\"}",
+                 ops[i]);
+        ck_assert_int_eq(parse_srv_str(m), MSG_OK);
+        ck_assert_int_eq(srv.op, (int)i + 1);
+        ck_span(srv.id, "1");
+        if (srv.op == MSG_S_MESSAGE)
+            ck_span(srv.data, "{}");
+        else
+            ck_assert(srv.data.len == 0 && srv.data.p == NULL);
+        ck_assert(srv.has_seq && srv.seq == 8 && srv.recovered == 0);
+        ck_assert(srv.heartbeat == 0.5 && srv.max_message == 9);
+        ck_assert_str_eq(srv.topic, "t");
+        ck_assert_str_eq(srv.code, "k");
+        ck_assert_str_eq(srv.message, "m");
+        ck_assert_str_eq(srv.epoch, "e");
+        ck_assert_str_eq(srv.client, "c");
+        ck_assert_str_eq(srv.server, "s");
+    }
+    /* a later message leaves nothing of an earlier one behind */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\"}"), MSG_OK);
+    srv_only_op(MSG_S_ACK);
+}
+END_TEST
+
+START_TEST(server_op)
+{
+    static const char *const bad_json[] = {
+        "{}", "{\"id\":1}", "{\"op\":1}", "{\"op\":null}", "{\"op\":true}", "{\"op\":[\"ack\"]}",
+        "{\"op\":{\"ack\":1}}", "{\"Op\":\"ack\"}", "{\"op \":\"ack\"}",
+        /* the first op counts, even when it is not a string */
+        "{\"op\":1,\"op\":\"ack\"}"};
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        ck_assert_msg(parse_srv_str(bad_json[i]) == MSG_E_BAD_JSON, "%s", bad_json[i]);
+        ck_assert_int_eq(srv.op, 0);
+    }
+    static const char *const unknown[] = {"{\"op\":\"\"}",
+                                          "{\"op\":\"Ack\"}",
+                                          "{\"op\":\"ack \"}",
+                                          "{\"op\":\"acks\"}",
+                                          "{\"op\":\"publish\"}",
+                                          "{\"op\":\"subscribe\"}",
+                                          "{\"op\":\"ping\"}",
+                                          "{\"op\":\"messages\"}",
+                                          "{\"op\":\"a\"}",
+                                          "{\"op\":\"ack\\u0000\"}",
+                                          "{\"op\":\"hello_and_more_than_fifteen_bytes\"}"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        ck_assert_msg(parse_srv_str(unknown[i]) == MSG_E_UNKNOWN_OP, "%s", unknown[i]);
+        ck_assert_int_eq(srv.op, 0);
+    }
+    /* op and member names with escapes are decoded; a decoded NUL ends a name */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"\\u0061ck\",\"i\\u0064\":5}"), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ACK);
+    ck_span(srv.id, "5");
+    ck_assert_int_eq(parse_srv_str("{\"\\u006fp\":\"\\u006d\\u0065ssage\",\"data\":1}"), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_MESSAGE);
+    ck_span(srv.data, "1");
+    ck_assert_int_eq(parse_srv_str("{\"op\\u0000x\":\"pong\"}"), MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_PONG);
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"p\\/ong\"}"), MSG_E_UNKNOWN_OP);
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"\\/\"}"), MSG_E_UNKNOWN_OP);
+    /* names longer than any we look for, escaped or not, are other members */
+    ck_assert_int_eq(parse_srv_str("{\"max_messagemax_message\":1,\"\\u006dax_message_\":2,"
+                                   "\"op\":\"hello\"}"),
+                     MSG_OK);
+    ck_assert(srv.max_message == 0);
+}
+END_TEST
+
+/* Each member with a value of every type: the wrong types read as absent. */
+START_TEST(server_member_types)
+{
+    static const char *const val[] = {"\"s\\u00e9\"", "12", "-1.5e2", "true",      "false",
+                                      "null",         "{}", "[1]",    "{\"a\":[]}"};
+    enum { V_STR, V_INT, V_NUM, V_TRUE, V_FALSE, V_NULL };
+    static const char *const names[] = {"id",     "data",      "topic",     "seq",
+                                        "epoch",  "code",      "message",   "client",
+                                        "server", "recovered", "heartbeat", "max_message"};
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
+        for (size_t v = 0; v < sizeof val / sizeof val[0]; v++) {
+            char m[256];
+            snprintf(m, sizeof m, "{\"op\":\"message\",\"%s\":%s}", names[n], val[v]);
+            ck_assert_msg(parse_srv_str(m) == MSG_OK, "%s", m);
+            const char *name = names[n];
+            bool str = v == V_STR, num = v == V_INT || v == V_NUM;
+            if (strcmp(name, "id") == 0) {
+                ck_assert_uint_eq(srv.id.len, str || num ? strlen(val[v]) : 0);
+            } else if (strcmp(name, "data") == 0) {
+                ck_span(srv.data, val[v]);
+            } else if (strcmp(name, "seq") == 0) {
+                ck_assert(srv.has_seq == (v == V_INT) && srv.seq == (v == V_INT ? 12u : 0u));
+            } else if (strcmp(name, "recovered") == 0) {
+                ck_assert_int_eq(srv.recovered, v == V_TRUE ? 1 : v == V_FALSE ? 0 : -1);
+            } else if (strcmp(name, "heartbeat") == 0) {
+                ck_assert(srv.heartbeat == (v == V_INT ? 12.0 : v == V_NUM ? -150.0 : 0.0));
+            } else if (strcmp(name, "max_message") == 0) {
+                ck_assert(srv.max_message == (v == V_INT ? 12u : 0u));
+            } else {
+                const char *got = strcmp(name, "topic") == 0     ? srv.topic
+                                  : strcmp(name, "epoch") == 0   ? srv.epoch
+                                  : strcmp(name, "code") == 0    ? srv.code
+                                  : strcmp(name, "message") == 0 ? srv.message
+                                  : strcmp(name, "client") == 0  ? srv.client
+                                                                 : srv.server;
+                ck_assert_str_eq(got, str ? "s\xc3\xa9" : "");
+            }
+        }
+    }
+    /* data of any other op is not reported */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"data\":{\"a\":1}}"), MSG_OK);
+    ck_assert(srv.data.len == 0 && srv.data.p == NULL);
+}
+END_TEST
+
+START_TEST(server_duplicates_first_wins)
+{
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"op\":\"error\",\"id\":1,\"id\":2,"
+                                   "\"seq\":3,\"seq\":4,\"topic\":\"a\",\"topic\":\"b\"}"),
+                     MSG_OK);
+    ck_assert_int_eq(srv.op, MSG_S_ACK);
+    ck_span(srv.id, "1");
+    ck_assert(srv.seq == 3);
+    ck_assert_str_eq(srv.topic, "a");
+    /* a first occurrence of the wrong type is not replaced by a later one */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"id\":null,\"id\":2,\"seq\":\"x\",\"seq\":4,"
+                                   "\"recovered\":0,\"recovered\":true,\"topic\":1,"
+                                   "\"topic\":\"b\"}"),
+                     MSG_OK);
+    ck_assert(srv.id.len == 0 && !srv.has_seq && srv.recovered == -1);
+    ck_assert_str_eq(srv.topic, "");
+    /* an escaped spelling of a name is the same member */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"message\",\"d\\u0061ta\":1,\"data\":2}"), MSG_OK);
+    ck_span(srv.data, "1");
+    /* members inside data are not the message's */
+    ck_assert_int_eq(parse_srv_str("{\"data\":{\"op\":\"ack\",\"seq\":1},\"op\":\"message\","
+                                   "\"seq\":2}"),
+                     MSG_OK);
+    ck_assert(srv.op == MSG_S_MESSAGE && srv.seq == 2);
+    ck_span(srv.data, "{\"op\":\"ack\",\"seq\":1}");
+}
+END_TEST
+
+START_TEST(server_strings)
+{
+    /* every escape decodes, in every string member */
+    static const struct {
+        const char *esc, *dec;
+    } esc[] = {
+        {"\\\"", "\""},
+        {"\\\\", "\\"},
+        {"\\/", "/"},
+        {"\\b", "\b"},
+        {"\\f", "\f"},
+        {"\\n", "\n"},
+        {"\\r", "\r"},
+        {"\\t", "\t"},
+        {"\\u0041", "A"},
+        {"\\u00e9", "\xc3\xa9"},
+        {"\\u20AC", "\xe2\x82\xac"},
+        {"\\ud83d\\ude00", "\xf0\x9f\x98\x80"},
+    };
+    for (size_t i = 0; i < sizeof esc / sizeof esc[0]; i++) {
+        char m[512], want[16];
+        snprintf(m, sizeof m,
+                 "{\"op\":\"hello\",\"topic\":\"<%s>\",\"code\":\"<%s>\",\"message\":\"<%s>\","
+                 "\"epoch\":\"<%s>\",\"client\":\"<%s>\",\"server\":\"<%s>\"}",
+                 esc[i].esc, esc[i].esc, esc[i].esc, esc[i].esc, esc[i].esc, esc[i].esc);
+        snprintf(want, sizeof want, "<%s>", esc[i].dec);
+        ck_assert_msg(parse_srv_str(m) == MSG_OK, "%s", m);
+        ck_assert_str_eq(srv.topic, want);
+        ck_assert_str_eq(srv.code, want);
+        ck_assert_str_eq(srv.message, want);
+        ck_assert_str_eq(srv.epoch, want);
+        ck_assert_str_eq(srv.client, want);
+        ck_assert_str_eq(srv.server, want);
+    }
+    /* a decoded NUL ends the C string; the bytes after it stay unread */
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"topic\":\"a\\u0000b\"}"), MSG_OK);
+    ck_assert_str_eq(srv.topic, "a");
+    /* each string is cut to its buffer, with or without escapes, and terminated */
+    static struct {
+        const char *name;
+        size_t size;
+    } dst[] = {{"topic", sizeof srv.topic},     {"code", sizeof srv.code},
+               {"message", sizeof srv.message}, {"epoch", sizeof srv.epoch},
+               {"client", sizeof srv.client},   {"server", sizeof srv.server}};
+    for (size_t d = 0; d < sizeof dst / sizeof dst[0]; d++) {
+        for (int escaped = 0; escaped <= 1; escaped++) {
+            for (size_t len = dst[d].size - 2; len <= dst[d].size + 1; len++) {
+                static char m[4096];
+                size_t n = (size_t)sprintf(m, "{\"op\":\"error\",\"%s\":\"", dst[d].name);
+                for (size_t k = 0; k < len; k++)
+                    n += (size_t)sprintf(m + n, "%s", escaped ? "\\u0078" : "x");
+                n += (size_t)sprintf(m + n, "\"}");
+                ck_assert_int_eq(parse_srv(m, n), MSG_OK);
+                const char *got = d == 0   ? srv.topic
+                                  : d == 1 ? srv.code
+                                  : d == 2 ? srv.message
+                                  : d == 3 ? srv.epoch
+                                  : d == 4 ? srv.client
+                                           : srv.server;
+                size_t want = len < dst[d].size - 1 ? len : dst[d].size - 1;
+                ck_assert_uint_eq(strlen(got), want);
+                for (size_t k = 0; k < want; k++)
+                    ck_assert(got[k] == 'x');
+            }
+        }
+    }
+    /* a multi-byte character is cut where the buffer ends, like any bytes */
+    char m[512];
+    int n = snprintf(m, sizeof m, "{\"op\":\"error\",\"code\":\"%030d\\u00e9\"}", 0);
+    ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+    ck_assert_uint_eq(strlen(srv.code), 31);
+    ck_assert((unsigned char)srv.code[30] == 0xc3);
+}
+END_TEST
+
+/* seq and max_message: digits-only integers, saturating; heartbeat: any
+ * number, as strtod() reads it in the C locale. */
+START_TEST(server_numbers)
+{
+    static const struct {
+        const char *text;
+        bool integer;
+        uint64_t value;
+    } ints[] = {
+        {"0", true, 0},
+        {"7", true, 7},
+        {"1048576", true, 1048576},
+        {"9999999999999999999", true, 9999999999999999999ull},
+        {"18446744073709551615", true, UINT64_MAX},
+        {"18446744073709551616", true, UINT64_MAX},
+        {"99999999999999999999999999999999999999", true, UINT64_MAX},
+        {"-0", false, 0},
+        {"-1", false, 0},
+        {"1.0", false, 0},
+        {"1e3", false, 0},
+        {"1E+3", false, 0},
+        {"0.5", false, 0},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        char m[256];
+        snprintf(m, sizeof m, "{\"op\":\"hello\",\"seq\":%s,\"max_message\":%s,\"heartbeat\":%s}",
+                 ints[i].text, ints[i].text, ints[i].text);
+        ck_assert_msg(parse_srv_str(m) == MSG_OK, "%s", m);
+        ck_assert_msg(srv.has_seq == ints[i].integer, "%s", m);
+        ck_assert_msg(srv.seq == ints[i].value && srv.max_message == ints[i].value, "%s", m);
+        ck_assert_msg(srv.heartbeat == strtod(ints[i].text, NULL), "%s", m);
+    }
+    /* integers of any length */
+    static char big[8192];
+    size_t n = (size_t)sprintf(big, "{\"op\":\"ack\",\"seq\":1");
+    memset(big + n, '0', 5000);
+    n += 5000;
+    n += (size_t)sprintf(big + n, "}");
+    ck_assert_int_eq(parse_srv(big, n), MSG_OK);
+    ck_assert(srv.has_seq && srv.seq == UINT64_MAX);
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"ack\",\"seq\":01}"), MSG_E_BAD_JSON);
+
+    static const char *const dbl[] = {
+        "0.25",
+        "20",
+        "-0",
+        "0e0",
+        "-1.5",
+        "1e1",
+        "2.5E-3",
+        "1e308",
+        "1e309",
+        "1e400",
+        "-1e400",
+        "1e-320",
+        "1e-400",
+        "4.9e-324",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "1.7976931348623158e308",
+        "0.1",
+        "123456.789e-2",
+        "9007199254740993",
+        "9007199254740993.0000000000000000000001",
+        "1e99999999999999999999",
+        "1e-99999999999999999999",
+        "0.0000000000000000000000001e25",
+        "100000000000000000000000000000000000000000000000000e-50",
+    };
+    for (size_t i = 0; i < sizeof dbl / sizeof dbl[0]; i++) {
+        char m[256];
+        snprintf(m, sizeof m, "{\"op\":\"hello\",\"heartbeat\":%s}", dbl[i]);
+        ck_assert_msg(parse_srv_str(m) == MSG_OK, "%s", m);
+        double want = strtod(dbl[i], NULL);
+        ck_assert_msg(memcmp(&srv.heartbeat, &want, sizeof want) == 0, "%s: %.17g != %.17g", dbl[i],
+                      srv.heartbeat, want);
+    }
+}
+END_TEST
+
+/* Decimal to double past the 800 significant digits kept: the digits beyond
+ * still decide the rounding, as they do for strtod(). */
+START_TEST(server_numbers_long)
+{
+    static char num[4096], m[4200];
+    /* 2^53 + 1 lies halfway between two doubles: anything after it rounds up */
+    static const char *const tails[] = {"", "0", "1", "000001"};
+    for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+        for (size_t zeros = 780; zeros <= 820; zeros += 5) {
+            size_t n = (size_t)sprintf(num, "9007199254740993.");
+            memset(num + n, '0', zeros);
+            n += zeros;
+            n += (size_t)sprintf(num + n, "%s", tails[t]);
+            int len = snprintf(m, sizeof m, "{\"op\":\"hello\",\"heartbeat\":%s}", num);
+            ck_assert_int_eq(parse_srv(m, (size_t)len), MSG_OK);
+            double want = strtod(num, NULL);
+            ck_assert_msg(srv.heartbeat == want, "%zu zeros, tail '%s': %.17g != %.17g", zeros,
+                          tails[t], srv.heartbeat, want);
+            ck_assert(srv.heartbeat ==
+                      (t == 0 || t == 1 ? 9007199254740992.0 : 9007199254740994.0));
+        }
+    }
+    /* random numbers of every shape against strtod() */
+    xorshift_t x = {12345};
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t n = 0;
+        if (xorshift_next(&x) % 2)
+            num[n++] = '-';
+        size_t ilen = xorshift_range(&x, 1, iter % 10 == 0 ? 1200 : 25);
+        num[n++] = (char)('1' + xorshift_next(&x) % 9);
+        if (xorshift_next(&x) % 8 == 0) {
+            num[n - 1] = '0'; /* a lone 0 */
+        } else {
+            for (size_t k = 1; k < ilen; k++)
+                num[n++] = (char)('0' + xorshift_next(&x) % 10);
+        }
+        if (xorshift_next(&x) % 2) {
+            num[n++] = '.';
+            size_t flen = xorshift_range(&x, 1, iter % 10 == 1 ? 1200 : 25);
+            for (size_t k = 0; k < flen; k++)
+                num[n++] = (char)('0' + xorshift_next(&x) % 10);
+        }
+        if (xorshift_next(&x) % 2)
+            n += (size_t)sprintf(num + n, "%c%s%d", xorshift_next(&x) % 2 ? 'e' : 'E',
+                                 xorshift_next(&x) % 2   ? "-"
+                                 : xorshift_next(&x) % 2 ? "+"
+                                                         : "",
+                                 (int)(xorshift_next(&x) % 400));
+        num[n] = '\0';
+        int len = snprintf(m, sizeof m, "{\"heartbeat\":%s,\"op\":\"hello\"}", num);
+        ck_assert_int_eq(parse_srv(m, (size_t)len), MSG_OK);
+        double want = strtod(num, NULL);
+        ck_assert_msg(memcmp(&srv.heartbeat, &want, sizeof want) == 0, "%s: %.17g != %.17g", num,
+                      srv.heartbeat, want);
+    }
+}
+END_TEST
+
+/* More digits than any exponent saturation: the digit count still moves the
+ * decimal point (1 and a million zeros, times 10^-99999999999, is 0). */
+START_TEST(server_numbers_huge)
+{
+    static const struct {
+        const char *head, *tail;
+        size_t zeros;
+        double want;
+    } cases[] = {
+        {"1", "e-99999999999", 1100000, 0.0},
+        {"1", "e-1100300", 1100000, 1e-300},
+        {"-1", "e-1099700", 1100000, -1e300},
+        {"0.", "1e1100010", 1100000, 1e9},
+        {"0.", "1e99999999999999999999999", 1100000, HUGE_VAL},
+        {"1", "e-99999999999999999999999", 1100000, 0.0},
+        {"1", "e-99999999999999999999999", 12000000, 0.0},
+        {"1", "e-12000300", 12000000, 1e-300},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t hl = strlen(cases[i].head), tl = strlen(cases[i].tail);
+        size_t cap = 64 + hl + cases[i].zeros + tl;
+        char *m = malloc(cap);
+        ck_assert_ptr_nonnull(m);
+        size_t n = (size_t)sprintf(m, "{\"op\":\"hello\",\"heartbeat\":%s", cases[i].head);
+        memset(m + n, '0', cases[i].zeros);
+        n += cases[i].zeros;
+        n += (size_t)sprintf(m + n, "%s}", cases[i].tail);
+        ck_assert_int_eq(msg_parse_server(m, n, &srv), MSG_OK);
+        m[n - 1] = '\0';
+        double want = strtod(m + strlen("{\"op\":\"hello\",\"heartbeat\":"), NULL);
+        ck_assert_msg(srv.heartbeat == want && want == cases[i].want, "case %zu: %g, %g", i,
+                      srv.heartbeat, want);
+        free(m);
+    }
+}
+END_TEST
+
+/* Integers are read 8 digits at a time from the 8 bytes that end them,
+ * when those lie inside the message: every length, every digit at every
+ * place, a non-digit at every place, at offsets where that load reaches
+ * the start of the message and where it does not. */
+START_TEST(server_integers_every_digit)
+{
+    char num[32], m[128];
+    xorshift_t x = {42};
+    for (size_t len = 1; len <= 22; len++) {
+        for (int round = 0; round < 60; round++) {
+            num[0] = (char)('1' + xorshift_next(&x) % 9);
+            for (size_t i = 1; i < len; i++)
+                num[i] = (char)('0' + (round < 10 ? (size_t)round : xorshift_next(&x) % 10));
+            num[len] = '\0';
+            uint64_t want = strtoull(num, NULL, 10); /* ERANGE gives UINT64_MAX */
+            /* seq right after "{", so that 8 bytes before its end may not exist */
+            int n = snprintf(m, sizeof m, "{\"seq\":%s,\"op\":\"ack\"}", num);
+            ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+            ck_assert_msg(srv.has_seq && srv.seq == want, "%s", num);
+            ck_assert_int_eq(msg_parse_server(front_guard_copy(m, (size_t)n), (size_t)n, &srv),
+                             MSG_OK);
+            ck_assert_msg(srv.has_seq && srv.seq == want, "%s", num);
+            n = snprintf(m, sizeof m, "{\"op\":\"hello\",\"max_message\":%s}", num);
+            ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+            ck_assert_msg(srv.max_message == want, "%s", num);
+            n = snprintf(m, sizeof m,
+                         "{\"op\":\"subscribe\",\"topic\":\"t\",\"last\":%s,\"since\":%s}", num,
+                         num);
+            ck_assert_int_eq(parse_n(m, (size_t)n), MSG_OK);
+            ck_assert_msg(req.last == want && req.since == want, "%s", num);
+        }
+        /* a fraction, an exponent or a sign anywhere makes it no integer */
+        for (size_t pos = 1; pos < len; pos++) {
+            static const char *const cut[] = {".5", "e5", "E+1", ".0e-1"};
+            for (size_t c = 0; c < sizeof cut / sizeof cut[0]; c++) {
+                memset(num, '7', len);
+                int k = snprintf(num + pos, sizeof num - pos, "%s", cut[c]);
+                memset(num + pos + k, '3', len > pos ? len - pos : 0);
+                num[pos + (size_t)k + (len - pos)] = '\0';
+                int n = snprintf(m, sizeof m, "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":%s}", num);
+                ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+                ck_assert_msg(!srv.has_seq, "%s", num);
+            }
+        }
+        int n = snprintf(m, sizeof m, "{\"op\":\"ack\",\"topic\":\"t\",\"seq\":-%s}", num);
+        ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+        ck_assert(!srv.has_seq);
+    }
+}
+END_TEST
+
+/* ids are kept as sent, of any length */
+START_TEST(server_big_ids)
+{
+    static char m[70000], id[65536];
+    for (size_t len = 1; len < sizeof id - 100; len = len * 3 + 1) {
+        memset(id, '9', len);
+        id[len] = '\0';
+        size_t n = (size_t)snprintf(m, sizeof m, "{\"op\":\"ack\",\"id\":%s,\"seq\":1}", id);
+        ck_assert_int_eq(parse_srv(m, n), MSG_OK);
+        ck_assert(srv.id.len == len && memcmp(srv.id.p, id, len) == 0 && srv.seq == 1);
+        n = (size_t)snprintf(m, sizeof m, "{\"op\":\"ack\",\"id\":\"%s\\u00e9\"}", id);
+        ck_assert_int_eq(parse_srv(m, n), MSG_OK);
+        ck_assert(srv.id.len == len + 8 && srv.id.p[0] == '"' &&
+                  memcmp(srv.id.p + len + 1, "\\u00e9\"", 7) == 0);
+    }
+    ck_assert_int_eq(parse_srv_str("{\"op\":\"pong\",\"id\":-1.5e-300}"), MSG_OK);
+    ck_span(srv.id, "-1.5e-300");
+}
+END_TEST
+
+START_TEST(server_malformed)
+{
+    static const char *const bad[] = {
+        "",
+        " ",
+        "{",
+        "[]",
+        "\"ack\"",
+        "1",
+        "null",
+        "{\"op\":\"ack\"",
+        "{\"op\":\"ack\",}",
+        "{\"op\" \"ack\"}",
+        "{\"op\":\"ack\"}}",
+        "{\"op\":\"ack\"} x",
+        "{\"op\":\"ack\"}{}",
+        "{op:\"ack\"}",
+        "{'op':'ack'}",
+        "{\"op\":\"ack\",\"seq\":01}",
+        "{\"op\":\"ack\",\"seq\":1.}",
+        "{\"op\":\"ack\",\"seq\":+1}",
+        "{\"op\":\"ack\",\"seq\":NaN}",
+        "{\"op\":\"ack\",\"heartbeat\":Infinity}",
+        "{\"op\":\"ack\",\"recovered\":tru}",
+        "{\"op\":\"ack\",\"recovered\":True}",
+        "{\"op\":\"ack\",\"topic\":\"a\tb\"}",
+        "{\"op\":\"ack\",\"topic\":\"\\x\"}",
+        "{\"op\":\"ack\",\"topic\":\"\\uZZZZ\"}",
+        "{\"op\":\"ack\",\"topic\":\"\\ud800\"}",
+        "{\"op\":\"ack\",\"topic\":\"\\udc00\\ud800\"}",
+        "{\"op\":\"message\",\"data\":[1,]}",
+        "{\"op\":\"message\",\"data\":{\"a\"}}",
+        "{\"op\":\"message\",\"data\":[}",
+        "{\"op\":\"ack\"/**/}",
+        "{\"op\":\"ack\"}\x0b",
+        "\x0b{\"op\":\"ack\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(parse_srv_str(bad[i]) == MSG_E_BAD_JSON, "%s", bad[i]);
+        srv_only_op(0);
+    }
+    ck_assert_int_eq(parse_srv("{\"op\":\"ack\"\0}", 13), MSG_E_BAD_JSON);
+    ck_assert_int_eq(msg_parse_server(NULL, 0, &srv), MSG_E_BAD_JSON);
+    /* 1000 open containers at most, the message included */
+    static char m[40000];
+    for (int depth = 999; depth <= 1001; depth++) {
+        size_t n = (size_t)sprintf(m, "{\"op\":\"message\",\"data\":");
+        for (int i = 1; i < depth; i++)
+            m[n++] = '[';
+        for (int i = 1; i < depth; i++)
+            m[n++] = ']';
+        m[n++] = '}';
+        ck_assert_int_eq(parse_srv(m, n), depth <= 1000 ? MSG_OK : MSG_E_BAD_JSON);
+    }
+    /* whitespace and a byte order mark are allowed where JSON allows them */
+    ck_assert_int_eq(parse_srv_str("\xef\xbb\xbf \t{ \"op\" :\r\n\"ack\" , \"seq\" : 5 }\n"),
+                     MSG_OK);
+    ck_assert(srv.op == MSG_S_ACK && srv.seq == 5);
+}
+END_TEST
+
+/* Strings are found through one window over a message of 16 to 64 bytes
+ * and windows of 64 bytes over a longer one, the last of them its last 64
+ * bytes: put the end of a string, a control byte, an escape or a high byte
+ * at every offset of messages of many lengths, at both guard pages. */
+START_TEST(server_string_every_offset)
+{
+    static const char lens[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 127};
+    static char t[200], m[512];
+    for (size_t pad = 0; pad <= 64; pad++) {
+        for (size_t li = 0; li < sizeof lens; li++) {
+            size_t len = (size_t)lens[li];
+            for (size_t pos = 0; pos < len; pos++) {
+                for (int kind = 0; kind < 4; kind++) {
+                    memset(t, 'a', len);
+                    /* {"op":"error","code":"<pad>","message":"<t>"} */
+                    int n;
+                    if (kind == 2) /* an escape at pos */
+                        n = snprintf(m, sizeof m,
+                                     "{\"op\":\"error\",\"code\":\"%.*s\",\"message\":\"%.*s"
+                                     "\\t%.*s\"}",
+                                     (int)pad, t, (int)pos, t, (int)(len - pos - 1), t);
+                    else {
+                        t[pos] = kind == 0 ? '\x1f' : kind == 1 ? '"' : '\xff';
+                        n = snprintf(m, sizeof m,
+                                     "{\"op\":\"error\",\"code\":\"%.*s\",\"message\":\"%.*s\"}",
+                                     (int)pad,
+                                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                     (int)len, t);
+                    }
+                    int want = kind == 0 || kind == 1 ? MSG_E_BAD_JSON : MSG_OK;
+                    ck_assert_msg(parse_srv(m, (size_t)n) == want, "%s", m);
+                    int rc = msg_parse_server(front_guard_copy(m, (size_t)n), (size_t)n, &srv);
+                    ck_assert_int_eq(rc, want);
+                    if (want != MSG_OK)
+                        continue;
+                    size_t mlen = len < sizeof srv.message - 1 ? len : sizeof srv.message - 1;
+                    ck_assert_uint_eq(strlen(srv.message), mlen);
+                    if (pos < mlen)
+                        ck_assert(srv.message[pos] == (kind == 2 ? '\t' : '\xff'));
+                    ck_assert_uint_eq(strlen(srv.code), pad < 31 ? pad : 31);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
+/* Short messages: every length below the 16- and 64-byte windows. */
+START_TEST(server_short_messages)
+{
+    char m[128];
+    for (size_t tl = 0; tl < 80; tl++) {
+        int n = snprintf(m, sizeof m, "{\"op\":\"ack\",\"topic\":\"%.*s\"}", (int)tl,
+                         "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrst"
+                         "uvwxyzabcdef");
+        ck_assert_int_eq(parse_srv(m, (size_t)n), MSG_OK);
+        ck_assert_uint_eq(strlen(srv.topic), tl);
+        ck_assert_int_eq(msg_parse_server(front_guard_copy(m, (size_t)n), (size_t)n, &srv), MSG_OK);
+        for (int cut = 0; cut < n; cut++)
+            ck_assert_int_eq(parse_srv(m, (size_t)cut), MSG_E_BAD_JSON);
+    }
+}
+END_TEST
+
 static Suite *msg_suite(void)
 {
     Suite *s = suite_create("msg");
@@ -1475,6 +2237,7 @@ static Suite *msg_suite(void)
     tcase_add_test(tc, encode_publish);
     tcase_add_test(tc, encode_subscribe);
     tcase_add_test(tc, escape);
+    tcase_add_test(tc, escape_every_offset);
     tcase_add_test(tc, bounds_hold_for_random_inputs);
     suite_add_tcase(s, tc);
 
@@ -1485,6 +2248,23 @@ static Suite *msg_suite(void)
     tcase_add_test(tc, parse_server_protocol_examples);
     tcase_add_test(tc, parse_server_errors_and_limits);
     tcase_add_test(tc, parse_server_prefixes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("server");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, server_every_op);
+    tcase_add_test(tc, server_op);
+    tcase_add_test(tc, server_member_types);
+    tcase_add_test(tc, server_duplicates_first_wins);
+    tcase_add_test(tc, server_strings);
+    tcase_add_test(tc, server_numbers);
+    tcase_add_test(tc, server_numbers_long);
+    tcase_add_test(tc, server_numbers_huge);
+    tcase_add_test(tc, server_integers_every_digit);
+    tcase_add_test(tc, server_big_ids);
+    tcase_add_test(tc, server_malformed);
+    tcase_add_test(tc, server_string_every_offset);
+    tcase_add_test(tc, server_short_messages);
     suite_add_tcase(s, tc);
     return s;
 }

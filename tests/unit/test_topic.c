@@ -318,6 +318,27 @@ START_TEST(match_equals_covers_on_topics)
 }
 END_TEST
 
+/* Covering is decided on the grammar, where '>' has no depth limit: near
+ * the 255-byte limit a pattern ending in '>' is still not covered by a
+ * bounded one, even when every topic it can match in 255 bytes is. For an
+ * ACL that errs on the side of refusing. */
+START_TEST(covers_ignores_the_length_limit)
+{
+    char inner[256], topic[256];
+    memset(inner, 'x', 253);
+    memcpy(inner + 253, ".>", 3);
+    ck_assert_int_eq(check_str(inner, true), TOPIC_OK);
+    /* the only topics inner matches: 253 x's, a dot and one byte */
+    memset(topic, 'x', 253);
+    memcpy(topic + 253, ".y", 3);
+    ck_assert(match(inner, topic));
+    ck_assert(match("*.*", topic));
+    ck_assert(!covers("*.*", inner));
+    ck_assert(covers("*.>", inner));
+    ck_assert(covers(inner, inner));
+}
+END_TEST
+
 static Suite *topic_suite(void)
 {
     Suite *s = suite_create("topic");
@@ -345,6 +366,7 @@ static Suite *topic_suite(void)
     tcase_add_test(tc, covers_cases);
     tcase_add_test(tc, covers_matches_brute_force);
     tcase_add_test(tc, match_equals_covers_on_topics);
+    tcase_add_test(tc, covers_ignores_the_length_limit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,13 +1,14 @@
 /*
  * msg.h - the JSON messages of PROTOCOL.md section 2.
  *
- * Client requests (msg_parse, the broker's hot path) are read by one strict
- * RFC 8259 validating pass that records the exact byte spans of the
- * top-level members, so the broker forwards `data` exactly as the publisher
- * sent it (number spellings, escapes and inner whitespace survive) and echoes
- * `id` unchanged; it allocates nothing. cJSON is the reference it is fuzzed
- * against (tests/fuzz/fuzz_msg.c) and parses broker messages on the client
- * side (msg_parse_server). When a member appears twice, the first one counts.
+ * Client requests (msg_parse, the broker's hot path) and broker messages
+ * (msg_parse_server, the client side) are read by one strict RFC 8259
+ * validating pass that records the exact byte spans of the top-level
+ * members, so the broker forwards `data` exactly as the publisher sent it
+ * (number spellings, escapes and inner whitespace survive) and echoes `id`
+ * unchanged; neither allocates. cJSON is the reference both are fuzzed
+ * against (tests/fuzz/fuzz_msg.c). When a member appears twice, the first
+ * one counts, even if its type makes it unusable.
  *
  * Encoders write into a caller's buffer and never allocate; the *_bound()
  * functions give a size that is always enough.
@@ -46,11 +47,11 @@ typedef enum msg_err {
  * except topic, which points into topic_buf (the decoded JSON string). */
 typedef struct msg_request {
     msg_op_t op;
-    msg_span_t id;    /* raw JSON text of a string or number id; len 0 if none */
+    msg_span_t id; /* raw JSON text of a string or number id; len 0 if none */
     bool has_topic;
     msg_span_t topic; /* decoded; len TOPIC_MAX + 1 means "longer than allowed" */
     bool has_data;
-    msg_span_t data;  /* raw JSON text of the value, exactly as sent */
+    msg_span_t data; /* raw JSON text of the value, exactly as sent */
     bool has_last;
     uint64_t last;
     bool has_since;
@@ -139,7 +140,7 @@ typedef struct msg_server {
     msg_span_t data; /* raw JSON, message only */
     bool has_seq;
     uint64_t seq;
-    int recovered;   /* -1 absent, 0, 1 */
+    int recovered; /* -1 absent, 0, 1 */
     double heartbeat;
     uint64_t max_message;
     char topic[TOPIC_MAX + 1];
@@ -150,8 +151,15 @@ typedef struct msg_server {
     char server[64];
 } msg_server_t;
 
-/* Parse one broker message. Returns MSG_OK, MSG_E_BAD_JSON or
- * MSG_E_UNKNOWN_OP. */
+/* Parse one broker message buf[0..len) (not NUL-terminated) with the same
+ * strict pass as msg_parse. Returns MSG_OK; MSG_E_BAD_JSON if the bytes
+ * are not one strict JSON object or it has no string "op"; or
+ * MSG_E_UNKNOWN_OP if "op" names none of the five. Members of the wrong
+ * type count as absent: id is kept if a string or number; data (any type)
+ * for "message" only; seq and max_message if digits-only integers
+ * (saturating at UINT64_MAX; max_message 0 otherwise); recovered if a
+ * boolean; heartbeat if a number (0 otherwise); the six strings if
+ * strings ("" otherwise). Unknown members are ignored. Never allocates. */
 int msg_parse_server(const char *buf, size_t len, msg_server_t *m);
 
 /* Escape s as the inside of a JSON string (no quotes) into out. Returns the

@@ -43,7 +43,9 @@ bool topic_match(const char *pat, size_t plen, const char *topic, size_t tlen);
 
 /* True if every topic matched by inner is also matched by outer, e.g.
  * "chat.>" covers "chat.*" and "chat.a.b"; "chat.*" does not cover
- * "chat.>". Both valid patterns. Used for subscribe ACLs. */
+ * "chat.>". Both valid patterns. Used for subscribe ACLs. Decided on the
+ * grammar, where '>' reaches any depth: TOPIC_MAX is not taken into
+ * account, so near it the answer errs on "no". */
 bool topic_covers(const char *outer, size_t olen, const char *inner, size_t ilen);
 
 #endif
