@@ -286,17 +286,57 @@ bool it_wait_healthy(int port, int timeout_ms)
     return wait_healthy(NULL, port, it_now_ms() + timeout_ms) == 0;
 }
 
+/* ---- TLS runs ---- */
+
+static char tls_dir[64];
+
+static void tls_cleanup(void)
+{
+    char cmd[128];
+    if (tls_dir[0] == '\0')
+        return;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tls_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "[harness] could not remove %s\n", tls_dir);
+}
+
+bool it_tls_mode(void)
+{
+    const char *v = getenv("IT_TLS");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+const char *it_tls_files(void)
+{
+    if (tls_dir[0] != '\0')
+        return tls_dir;
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/wsbroker-it-tls-XXXXXX");
+    IT_ASSERT(mkdtemp(tls_dir) != NULL, "mkdtemp: %s", strerror(errno));
+    atexit(tls_cleanup);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
+             "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+             "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
+             tls_dir, tls_dir);
+    IT_ASSERT(system(cmd) == 0, "openssl could not make a test certificate");
+    return tls_dir;
+}
+
 /* Start the broker on a free port (fixed_port 0), on fixed_port with
- * --port (port_flag) or on fixed_port given by env (not port_flag). */
+ * --port (port_flag) or on fixed_port given by env (not port_flag). In a
+ * TLS run (IT_TLS=1) a broker on a free port also listens on --tls-port
+ * and b->port is a relay carrying plain connections to it over TLS. */
 static void start(it_broker_t *b, int fixed_port, bool port_flag, const char *const *args,
                   const char *const *env)
 {
     char *argv[64];
-    char portstr[16];
+    char portstr[16], tlsport[16], cert[96], key[96];
     size_t nargs = 0;
     while (args != NULL && args[nargs] != NULL)
         nargs++;
-    IT_ASSERT(nargs + 6 < sizeof(argv) / sizeof(argv[0]), "too many broker arguments");
+    IT_ASSERT(nargs + 12 < sizeof(argv) / sizeof(argv[0]), "too many broker arguments");
+    bool tls = fixed_port <= 0 && it_tls_mode();
     signal(SIGPIPE, SIG_IGN);
     b->pid = 0;
     b->logfd = make_logfile(b);
@@ -315,16 +355,32 @@ static void start(it_broker_t *b, int fixed_port, bool port_flag, const char *co
             argv[k++] = (char *)"--port";
             argv[k++] = portstr;
         }
+        int tls_port = 0;
+        if (tls) {
+            const char *dir = it_tls_files();
+            tls_port = it_free_port();
+            snprintf(tlsport, sizeof(tlsport), "%d", tls_port);
+            snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+            snprintf(key, sizeof(key), "%s/key.pem", dir);
+            argv[k++] = (char *)"--tls-port";
+            argv[k++] = tlsport;
+            argv[k++] = (char *)"--tls-cert";
+            argv[k++] = cert;
+            argv[k++] = (char *)"--tls-key";
+            argv[k++] = key;
+        }
         for (size_t i = 0; i < nargs; i++)
             argv[k++] = (char *)args[i];
         argv[k] = NULL;
         b->pid = spawn(argv, env, b->logfd, b->logfd);
         IT_ASSERT(b->pid > 0, "fork failed: %s", strerror(errno));
+        if (tls && wait_healthy(b, b->port, it_now_ms() + 10000) == 0)
+            b->port = it_relay_start(tls_port); /* everything else goes over TLS */
         snprintf(b->url, sizeof(b->url), "ws://%s:%d/ws", IT_HOST, b->port);
         int r = wait_healthy(b, b->port, it_now_ms() + 10000);
         if (r == 0) {
-            fprintf(stderr, "[harness] broker pid %d on port %d, output in %s\n", (int)b->pid,
-                    b->port, b->log_path);
+            fprintf(stderr, "[harness] broker pid %d on port %d%s, output in %s\n", (int)b->pid,
+                    b->port, tls ? " (a relay to its --tls-port)" : "", b->log_path);
             return;
         }
         if (r == -2) {

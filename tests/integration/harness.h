@@ -68,6 +68,18 @@ typedef struct it_broker {
     char url[64];      /* ws://127.0.0.1:PORT/ws */
 } it_broker_t;
 
+/* TLS runs: with IT_TLS=1 in the environment, brokers started on a free
+ * port also get --tls-port with a test certificate, and b->port is a relay
+ * in the test process that carries every plain connection to it over TLS;
+ * suites written for ws:// then drive the TLS transport unchanged. Brokers
+ * on a fixed port (restart tests) stay plain. */
+bool it_tls_mode(void);
+/* The directory holding this process's test certificate (cert.pem, a
+ * self-signed certificate for localhost and 127.0.0.1) and key.pem. */
+const char *it_tls_files(void);
+/* Start a relay to tls_port; returns the port it listens on. */
+int it_relay_start(int tls_port);
+
 /* A broker not started (yet): what it_broker_release may see. */
 #define IT_BROKER_NONE ((it_broker_t){.pid = 0, .logfd = -1})
 
