@@ -286,6 +286,9 @@ bool it_wait_healthy(int port, int timeout_ms)
     return wait_healthy(NULL, port, it_now_ms() + timeout_ms) == 0;
 }
 
+/* it_broker_start_stderr: the broker's stderr for the next start, or -1. */
+static int stderr_fd = -1;
+
 /* ---- TLS runs ---- */
 
 static char tls_dir[64];
@@ -372,7 +375,7 @@ static void start(it_broker_t *b, int fixed_port, bool port_flag, const char *co
         for (size_t i = 0; i < nargs; i++)
             argv[k++] = (char *)args[i];
         argv[k] = NULL;
-        b->pid = spawn(argv, env, b->logfd, b->logfd);
+        b->pid = spawn(argv, env, b->logfd, stderr_fd >= 0 ? stderr_fd : b->logfd);
         IT_ASSERT(b->pid > 0, "fork failed: %s", strerror(errno));
         if (tls && wait_healthy(b, b->port, it_now_ms() + 10000) == 0)
             b->port = it_relay_start(tls_port); /* everything else goes over TLS */
@@ -397,6 +400,13 @@ static void start(it_broker_t *b, int fixed_port, bool port_flag, const char *co
 void it_broker_start_env(it_broker_t *b, const char *const *args, const char *const *env)
 {
     start(b, 0, false, args, env);
+}
+
+void it_broker_start_stderr(it_broker_t *b, const char *const *args, int errfd)
+{
+    stderr_fd = errfd;
+    start(b, 0, false, args, NULL);
+    stderr_fd = -1;
 }
 
 void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const char *const *env)

@@ -107,6 +107,10 @@ void it_broker_start_at(it_broker_t *b, int port, const char *const *args, const
 
 /* Start with --port port (e.g. again on the port of a broker that was
  * stopped: clients reconnect there). Not retried on another port. */
+/* Start with the broker's stderr on errfd (say, a pipe nobody reads);
+ * stdout still goes to the log. */
+void it_broker_start_stderr(it_broker_t *b, const char *const *args, int errfd);
+
 void it_broker_start_port(it_broker_t *b, int port, const char *const *args,
                           const char *const *env);
 

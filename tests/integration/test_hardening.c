@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -631,6 +632,61 @@ START_TEST(full_inbox_holds_publishers_back)
 }
 END_TEST
 
+/* ---- logging ---- */
+
+START_TEST(unread_stderr_does_not_stall_workers)
+{
+    /* stderr is a pipe nobody reads: once its 64 KiB fill up, a worker
+     * writing a log line would block. With debug logging every connection
+     * logs several lines; the workers must keep serving anyway. */
+    int p[2];
+    IT_ASSERT(pipe(p) == 0, "pipe");
+    it_broker_t b;
+    it_broker_start_stderr(
+        &b, (const char *const[]){"--log-level", "debug", "--workers", "2", NULL}, p[1]);
+    close(p[1]);
+    it_conn_t *sub = it_ws_hello(b.port, NULL);
+    it_subscribe(sub, "log.t");
+    it_conn_t *pub = it_ws_hello(b.port, NULL);
+    for (int i = 0; i < 3000; i++) {
+        int st;
+        it_conn_t *c = it_ws_try(b.port, "/nowhere", NULL, 0, 0, 0, &st, NULL);
+        IT_ASSERT(c == NULL && st == 404, "upgrade to a bad path: %d", st);
+    }
+    /* The pipe is long full; the broker still answers at once. */
+    int64_t t0 = it_now_ms();
+    for (int i = 1; i <= 20; i++) {
+        char data[16];
+        snprintf(data, sizeof(data), "%d", i);
+        IT_ASSERT(it_publish(pub, "log.t", data) == (uint64_t)i, "publish %d", i);
+        it_expect_message(sub, "log.t", (uint64_t)i, data);
+    }
+    int64_t took = it_now_ms() - t0;
+    IT_ASSERT(took < 2000, "20 round trips took %lld ms with stderr blocked", (long long)took);
+    double dropped = it_metric(b.port, "wsbroker_log_lines_dropped_total");
+    IT_ASSERT(dropped > 0, "no log line was dropped, yet stderr was never read");
+    it_conn_free(sub);
+    it_conn_free(pub);
+    /* Reading the pipe again lets the log thread finish: clean exit. */
+    char buf[65536];
+    int flags = fcntl(p[0], F_GETFL);
+    fcntl(p[0], F_SETFL, flags | O_NONBLOCK);
+    kill(b.pid, SIGTERM);
+    int64_t end = it_now_ms() + 10000;
+    int st = -1;
+    while (it_now_ms() < end) {
+        while (read(p[0], buf, sizeof(buf)) > 0)
+            ;
+        st = it_broker_wait(&b, 20);
+        if (st != -1)
+            break;
+    }
+    IT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0x%x", st);
+    close(p[0]);
+    it_broker_release(&b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hardening");
@@ -645,6 +701,7 @@ int main(void)
     tcase_add_test(tc, origin_same_origin_by_default);
     tcase_add_test(tc, close_codes_outside_the_table_are_counted);
     tcase_add_test(tc, full_inbox_holds_publishers_back);
+    tcase_add_test(tc, unread_stderr_does_not_stall_workers);
     suite_add_tcase(s, tc);
     return it_run_suite(s);
 }
