@@ -29,6 +29,7 @@ typedef struct broker {
     _Atomic uint64_t congested; /* bit w: worker w's inbox is over its limit */
     lim_ips_t *ips;             /* --max-connections-per-ip, or NULL */
     struct tls_server *tls;     /* --tls-port's server context, or NULL */
+    struct cluster *cluster;    /* --redis link, or NULL (one node) */
     _Atomic int shutting_down;  /* /healthz answers 503, handshakes 503 */
     _Atomic int quiesce_left;   /* workers yet to stop reading (shutdown phase 1) */
     _Atomic int workers_running;

@@ -48,6 +48,7 @@ enum {
     OPT_MAX_CONNS_PER_IP,
     OPT_DEFLATE,
     OPT_DEFLATE_MIN,
+    OPT_REDIS,
     OPT_ALLOWED_ORIGINS,
     OPT_NO_ECHO,
     OPT_WEB_ROOT,
@@ -85,6 +86,7 @@ static const struct option options[] = {
     {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNS_PER_IP},
     {"deflate", required_argument, NULL, OPT_DEFLATE},
     {"deflate-min-size", required_argument, NULL, OPT_DEFLATE_MIN},
+    {"redis", required_argument, NULL, OPT_REDIS},
     {"allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS},
     {"no-echo", no_argument, NULL, OPT_NO_ECHO},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
@@ -148,6 +150,9 @@ static const char usage[] =
     "                         5 s in a row is closed with 1008 (default 0: off)\n"
     "  --rate-burst N         publishes allowed at once before --rate-limit\n"
     "                         applies (default: the rate, at least 1)\n"
+    "  --redis URL            cluster mode: join the brokers using the Redis at\n"
+    "                         redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]; seqs,\n"
+    "                         history and epochs are the cluster's\n"
     "  --deflate MODE         permessage-deflate for clients that offer it:\n"
     "                         shared (default): each message is compressed once\n"
     "                         and sent to every such subscriber; dedicated: a\n"
@@ -469,6 +474,12 @@ static int apply(cfg_t *cfg, int opt, const char *flag, const char *v)
         if (parse_seconds(v, 1, 1e9, &cfg->rate_burst) != 0)
             return fail(flag, v, "expected a number of publishes, at least 1");
         return 0;
+    case OPT_REDIS:
+        free(cfg->redis);
+        cfg->redis = NULL;
+        if (v[0] != '\0' && (cfg->redis = strdup(v)) == NULL)
+            return 2;
+        return 0;
     case OPT_DEFLATE:
         if (strcmp(v, "off") == 0)
             cfg->deflate = DEFLATE_OFF;
@@ -608,6 +619,8 @@ int cfg_load(cfg_t *cfg, int argc, char **argv)
 
 void cfg_free(cfg_t *cfg)
 {
+    free(cfg->redis);
+    cfg->redis = NULL;
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->tls_ca);

@@ -49,6 +49,7 @@ typedef struct cfg {
     double rate_limit;         /* publishes per second per connection; 0: none */
     double rate_burst;         /* bucket size; 0: rate_limit (at least 1) */
     uint32_t max_conns_per_ip; /* 0: no limit */
+    char *redis;               /* --redis URL: cluster mode; NULL: one node */
     deflate_mode_t deflate;
     uint64_t deflate_min; /* messages shorter than this go uncompressed */
     bool echo;

@@ -138,6 +138,8 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         return;
     }
     link_insert_tail(&w->conns, &c->all);
+    if (b->cluster != NULL)
+        wrk_conn_index(w, c, true);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
     uv_tcp_nodelay(&c->tcp, 1);
@@ -699,6 +701,8 @@ static void on_close(uv_handle_t *h)
         q_pop(c, c->q_len);
     free(c->q);
     link_remove(&c->all);
+    if (w->b->cluster != NULL)
+        wrk_conn_index(w, c, false);
     w->nconns--;
     STAT_SUB(&w->stats, tcp_open, 1);
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);

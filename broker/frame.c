@@ -19,6 +19,8 @@ frame_t *frame_new(size_t payload_cap, size_t topic_len)
     f->topic_len = 0;
     f->opcode = 0;
     atomic_init(&f->twin, NULL);
+    f->kind = FK_FANOUT;
+    f->to = f->token = 0;
     return f;
 }
 

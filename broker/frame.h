@@ -30,12 +30,24 @@ typedef struct frame {
     const char *topic; /* message frames: NUL-terminated topic; else NULL */
     uint16_t topic_len;
     uint8_t opcode;
+    /* Inbox items other than fan-out (cluster mode's answers): a frame for
+     * one connection, or a subscription's state change. */
+    uint8_t kind;   /* FK_* */
+    uint64_t to;    /* FK_DIRECT, FK_SUB_*: the connection's id */
+    uint64_t token; /* the subscription it concerns, 0 if none */
     /* The same message compressed (permessage-deflate, no context
      * takeover, 15-bit window), made by the first worker that needs it and
      * shared from then on; freed with this frame. */
     _Atomic(struct frame *) twin;
     uint8_t buf[]; /* [WS_MAX_SERVER_HEADER headroom][payload][topic NUL] */
 } frame_t;
+
+enum {
+    FK_FANOUT = 0, /* a published message: every matching subscriber */
+    FK_DIRECT,     /* queue on connection `to` (with token: replayed for it) */
+    FK_SUB_READY,  /* subscription `token` of `to` is live from seq on */
+    FK_SUB_FAILED, /* subscription `token` of `to` could not be made */
+};
 
 /* A frame with room for payload_cap payload bytes and a topic of topic_len
  * bytes. Write the payload at frame_payload(), then call frame_seal(). NULL

@@ -18,6 +18,7 @@
 #include "assets.h"
 #include "auth.h"
 #include "broker.h"
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
@@ -375,7 +376,10 @@ static frame_t *metrics(wrk_t *w, bool head_only)
                         .topics_evicted = rs.evicted,
                         .retained = rs.retained,
                         .log_dropped = log_dropped(),
-                        .uptime_s = (double)(uv_hrtime() - b->start_ns) / 1e9};
+                        .uptime_s = (double)(uv_hrtime() - b->start_ns) / 1e9,
+                        .cluster = b->cluster != NULL};
+    if (b->cluster != NULL)
+        cl_stats(b->cluster, &g.redis_up, &g.redis_connects, &g.redis_errors, &g.redis_messages);
     size_t len;
     char *text = stats_render(all, b->nworkers, &g, &len);
     if (text == NULL)
@@ -401,9 +405,13 @@ static void respond(conn_t *c, const wsh_request_t *req)
     if (str_is(req->path, "/healthz")) {
         static const char ok[] = "{\"status\":\"ok\"}";
         static const char down[] = "{\"status\":\"shutting_down\"}";
+        static const char degraded[] = "{\"status\":\"degraded\",\"redis\":\"unreachable\"}";
         bool stopping = atomic_load(&w->b->shutting_down);
+        bool cut_off = w->b->cluster != NULL && !cl_up(w->b->cluster);
         f = stopping ? response(503, "application/json", down, sizeof(down) - 1, head, NULL)
-                     : response(200, "application/json", ok, sizeof(ok) - 1, head, NULL);
+            : cut_off
+                ? response(503, "application/json", degraded, sizeof(degraded) - 1, head, NULL)
+                : response(200, "application/json", ok, sizeof(ok) - 1, head, NULL);
     } else if (str_is(req->path, "/metrics")) {
         f = metrics(w, head);
     } else if (!w->cfg->web) {

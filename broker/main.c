@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "registry.h"
@@ -152,7 +153,17 @@ int main(int argc, char **argv)
     smap_seed(key);
 
     broker_t b = {.cfg = &cfg, .nworkers = cfg.workers, .start_ns = uv_hrtime()};
+    if (cfg.redis != NULL) {
+        const char *err = NULL;
+        b.cluster = cl_new(&b, cfg.redis, &err);
+        if (b.cluster == NULL) {
+            fprintf(stderr, "wsbroker: invalid value '%s' for --redis: %s\n", cfg.redis, err);
+            return 2;
+        }
+    }
     reg_cfg_t regcfg = {.nworkers = cfg.workers,
+                        .on_interest = b.cluster ? cl_interest : NULL,
+                        .on_interest_arg = b.cluster,
                         .history = cfg.history,
                         .history_ttl_ms = (uint64_t)(cfg.history_ttl * 1000.0 + 0.5),
                         .max_topics = cfg.max_topics};
@@ -190,6 +201,10 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (b.cluster != NULL && cl_start(b.cluster) != 0) {
+        fprintf(stderr, "wsbroker: cannot start the cluster link\n");
+        return 1;
+    }
     LOG(LOG_INFO, -1, 0, "listening",
         "bind=%s port=%d tls_port=%d workers=%d max_connections=%u version=%s epoch=%s echo=%s "
         "web=%s",
@@ -206,6 +221,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++)
         wrk_free(b.workers[i]);
     free(b.workers);
+    cl_free(b.cluster);
     reg_free(b.reg);
     lim_ips_free(b.ips);
     tls_server_free(&b);

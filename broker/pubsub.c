@@ -17,6 +17,7 @@
 #include <wsproto/topic.h>
 
 #include "auth.h"
+#include "cluster.h"
 #include "log.h"
 #include "registry.h"
 
@@ -41,7 +42,19 @@ typedef struct sub {
     /* Wildcard subscriptions that replayed history: the same, per topic,
      * until the inbox has been drained once (see rfilter_t). */
     rfilter_t *filter;
+    /* Cluster mode: the subscription waits for its snapshot from Redis;
+     * messages for it are held until then (see pubsub_control). */
+    struct hold *hold;
 } sub_t;
+
+typedef struct hold {
+    uint64_t token; /* names the subscription in the link's answers */
+    frame_t **f;
+    uint32_t n, cap;
+    bool overflow; /* more arrived than it may hold: the client must retry */
+} hold_t;
+
+#define HOLD_MAX 65536
 
 /* A wildcard subscription that replayed topics' history must not get the
  * frames of those topics up to the replay's snapshot a second time from
@@ -55,11 +68,16 @@ typedef struct rf_entry {
 } rf_entry_t;
 
 struct rfilter {
-    link_t link;  /* w->filters */
+    link_t link;  /* w->filters, unless it lives on (cluster mode) */
     uint64_t gen; /* needed until drain number gen has run */
     sub_t *s;
     smap_t seqs; /* topic -> rf_entry_t */
 };
+
+/* In cluster mode the replay comes from Redis and live messages from
+ * Redis's pub/sub on another connection: one of a topic's frames up to the
+ * snapshot may come late, so an entry stays until a later seq of its topic
+ * has passed (per-topic order holds on that connection). */
 
 /* ---- Replies. ---- */
 
@@ -217,6 +235,16 @@ static sub_t *add_sub(conn_t *c, const char *pattern, size_t len, bool wildcard)
     return s;
 }
 
+static void hold_free(hold_t *h)
+{
+    if (h == NULL)
+        return;
+    for (uint32_t i = 0; i < h->n; i++)
+        frame_unref(h->f[i]);
+    free(h->f);
+    free(h);
+}
+
 static void rfilter_free(rfilter_t *f)
 {
     if (f == NULL)
@@ -245,6 +273,7 @@ static void remove_sub(wrk_t *w, sub_t *s)
 {
     lpat_t *p = s->p;
     rfilter_free(s->filter);
+    hold_free(s->hold);
     link_remove(&s->by_pattern);
     link_remove(&s->by_conn);
     s->c->nsubs--;
@@ -340,34 +369,61 @@ typedef struct pattern_replay {
     int failed;
 } pattern_replay_t;
 
+/* Record that s has had topic's messages up to seq. Returns 0, or -1 on
+ * ENOMEM. until_drain: the local registry's guarantee (see rfilter_t). */
+static int rfilter_note(wrk_t *w, sub_t *s, const char *topic, size_t tlen, uint64_t seq,
+                        bool until_drain)
+{
+    if (s->filter == NULL) {
+        s->filter = calloc(1, sizeof(*s->filter));
+        if (s->filter == NULL)
+            return -1;
+        s->filter->s = s;
+        s->filter->gen = w->drains;
+        smap_init(&s->filter->seqs);
+        if (until_drain)
+            link_insert_tail(&w->filters, &s->filter->link);
+    }
+    rf_entry_t *e = smap_get(&s->filter->seqs, topic, tlen);
+    if (e != NULL) {
+        if (seq > e->seq)
+            e->seq = seq;
+        return 0;
+    }
+    e = malloc(sizeof(*e) + tlen + 1);
+    if (e == NULL)
+        return -1;
+    e->seq = seq;
+    e->len = tlen;
+    memcpy(e->topic, topic, tlen);
+    e->topic[tlen] = '\0';
+    if (smap_put(&s->filter->seqs, e->topic, tlen, e) != 0) {
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether s must skip f (replayed already). In cluster mode an entry goes
+ * once a later seq of its topic passes. */
+static bool rfilter_skip(sub_t *s, const frame_t *f)
+{
+    rf_entry_t *e = smap_get(&s->filter->seqs, f->topic, f->topic_len);
+    if (e == NULL)
+        return false;
+    if (f->seq <= e->seq)
+        return true;
+    if (!link_linked(&s->filter->link))
+        free(smap_del(&s->filter->seqs, f->topic, f->topic_len));
+    return false;
+}
+
 static void replay_topic(void *arg, uint64_t seq, frame_t **frames, size_t n)
 {
     pattern_replay_t *pr = arg;
     sub_t *s = pr->s;
-    wrk_t *w = pr->c->w;
-    const char *topic = frames[0]->topic;
-    size_t tlen = frames[0]->topic_len;
-    if (s->filter == NULL && !pr->failed) {
-        s->filter = calloc(1, sizeof(*s->filter));
-        if (s->filter != NULL) {
-            s->filter->s = s;
-            s->filter->gen = w->drains;
-            smap_init(&s->filter->seqs);
-            link_insert_tail(&w->filters, &s->filter->link);
-        }
-    }
-    rf_entry_t *e = s->filter ? malloc(sizeof(*e) + tlen + 1) : NULL;
-    if (e != NULL) {
-        e->seq = seq;
-        e->len = tlen;
-        memcpy(e->topic, topic, tlen);
-        e->topic[tlen] = '\0';
-        if (smap_put(&s->filter->seqs, e->topic, tlen, e) != 0) {
-            free(e);
-            e = NULL;
-        }
-    }
-    if (e == NULL) {
+    if (pr->failed ||
+        rfilter_note(pr->c->w, s, frames[0]->topic, frames[0]->topic_len, seq, true) != 0) {
         /* Without a filter entry the replay could be followed by
          * duplicates: replay nothing of this topic instead. */
         pr->failed = 1;
@@ -412,6 +468,32 @@ static void do_subscribe(conn_t *c, const msg_request_t *req)
     }
     msg_ack_t ack = {.id = req->id, .recovered = -1};
     LOG(LOG_DEBUG, w->id, c->id, "subscribe", "topic=%.*s", (int)tlen, t);
+    if (w->b->cluster != NULL) {
+        /* The link answers once Redis has the node subscribed; until then a
+         * new subscription holds what arrives for it. */
+        uint64_t token = 0;
+        if (created) {
+            s->hold = calloc(1, sizeof(*s->hold));
+            if (s->hold == NULL) {
+                remove_sub(w, s);
+                conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+                return;
+            }
+            token = s->hold->token = ++w->next_token;
+        }
+        cl_sub_req_t r = {.pattern = t,
+                          .plen = tlen,
+                          .wildcard = wildcard,
+                          .id = req->id,
+                          .token = token,
+                          .has_since = req->has_since,
+                          .since = req->since,
+                          .epoch = req->has_epoch ? req->epoch.p : NULL,
+                          .epoch_len = req->epoch.len,
+                          .last = created && req->has_last ? (int64_t)req->last : -1};
+        cl_subscribe(w->b->cluster, w->id, c->id, &r);
+        return;
+    }
     if (wildcard) {
         reply_ack(c, &ack);
         if (created && req->has_last && req->last > 0 && c->state == CONN_OPEN) {
@@ -468,6 +550,13 @@ static void do_publish(conn_t *c, const msg_request_t *req)
     wrk_t *w = c->w;
     if (!check_topic(c, req, false) || forbidden(c, req, true) || !rate_ok(c, req))
         return;
+    if (w->b->cluster != NULL) {
+        /* Through Redis; the ack comes back with the cluster's seq. */
+        cl_publish(w->b->cluster, w->id, c->id, req->id, req->topic.p, req->topic.len, req->data.p,
+                   req->data.len);
+        STAT_ADD(&w->stats, published, 1);
+        return;
+    }
     uint64_t targets;
     uint64_t seq =
         reg_publish(w->b->reg, req->topic.p, req->topic.len, req->data.p, req->data.len, &targets);
@@ -527,6 +616,101 @@ void pubsub_message(conn_t *c, const uint8_t *data, size_t len)
     }
 }
 
+/* ---- Cluster mode: answers of the Redis link. ---- */
+
+static void hold_push(hold_t *h, frame_t *f)
+{
+    if (h->n == h->cap) {
+        uint32_t ncap = h->cap ? h->cap * 2 : 16;
+        frame_t **nf = ncap <= HOLD_MAX ? realloc(h->f, ncap * sizeof(*nf)) : NULL;
+        if (nf == NULL) {
+            h->overflow = true;
+            return;
+        }
+        h->f = nf;
+        h->cap = ncap;
+    }
+    h->f[h->n++] = frame_ref(f);
+}
+
+static sub_t *find_held(conn_t *c, uint64_t token)
+{
+    for (link_t *l = c->subs.next; l != &c->subs; l = l->next) {
+        sub_t *s = link_entry(l, sub_t, by_conn);
+        if (s->hold != NULL && s->hold->token == token)
+            return s;
+    }
+    return NULL;
+}
+
+/* The subscription is live from seq on: what was held for it follows the
+ * replay, minus what the replay already had. */
+static void sub_ready(conn_t *c, sub_t *s, uint64_t seq)
+{
+    hold_t *h = s->hold;
+    s->hold = NULL;
+    if (!s->p->wildcard)
+        s->after_seq = seq;
+    if (h->overflow) {
+        hold_free(h);
+        conn_close(c, WS_CLOSE_TRY_AGAIN, "broker overloaded", false);
+        return;
+    }
+    for (uint32_t i = 0; i < h->n; i++) {
+        frame_t *f = h->f[i];
+        bool skip = (!s->p->wildcard && f->seq <= s->after_seq) ||
+                    (s->filter != NULL && rfilter_skip(s, f));
+        conn_dlv_t how = skip || c->state != CONN_OPEN ? DLV_NONE : conn_deliver(c, f);
+        if (how == DLV_SAME)
+            continue; /* the ring took the hold's reference */
+        if (how == DLV_TWIN)
+            frame_ref(atomic_load(&f->twin));
+        frame_unref(f);
+    }
+    h->n = 0;
+    hold_free(h);
+}
+
+void pubsub_control(wrk_t *w, frame_t *f)
+{
+    conn_t *c = wrk_conn(w, f->to);
+    if (c == NULL || c->state != CONN_OPEN || c->endpoint != EP_PUBSUB) {
+        frame_unref(f);
+        return;
+    }
+    sub_t *s = f->token != 0 ? find_held(c, f->token) : NULL;
+    switch (f->kind) {
+    case FK_DIRECT:
+        if (f->topic == NULL) {
+            conn_send(c, f); /* an ack or an error */
+            break;
+        }
+        /* A replayed message; a wildcard subscription remembers how far
+         * each topic's replay went. */
+        if (s != NULL && s->p->wildcard &&
+            rfilter_note(w, s, f->topic, f->topic_len, f->seq, false) != 0) {
+            frame_unref(f);
+            conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            break;
+        }
+        replay(c, &f, 1);
+        if (f != NULL)
+            frame_unref(f);
+        break;
+    case FK_SUB_READY:
+        if (s != NULL)
+            sub_ready(c, s, f->seq);
+        frame_unref(f);
+        break;
+    case FK_SUB_FAILED:
+        if (s != NULL)
+            remove_sub(w, s);
+        frame_unref(f);
+        break;
+    }
+    conn_settle(w);
+}
+
 /* ---- Fan-out. ---- */
 
 typedef struct deliver_ctx {
@@ -545,12 +729,13 @@ static void deliver_pattern(void *value, void *arg)
         conn_t *c = s->c;
         if (c->stamp == stamp || (!p->wildcard && d->f->seq <= s->after_seq))
             continue;
-        if (s->filter != NULL) {
-            rf_entry_t *e = smap_get(&s->filter->seqs, d->f->topic, d->f->topic_len);
-            if (e != NULL && d->f->seq <= e->seq)
-                continue; /* replayed already */
-        }
+        if (s->filter != NULL && rfilter_skip(s, d->f))
+            continue; /* replayed already */
         c->stamp = stamp;
+        if (s->hold != NULL) {
+            hold_push(s->hold, d->f);
+            continue;
+        }
         switch (conn_deliver(c, d->f)) {
         case DLV_SAME:
             d->same++;

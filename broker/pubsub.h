@@ -35,4 +35,8 @@ void pubsub_deliver(wrk_t *w, frame_t *f);
  * are no longer needed. */
 void pubsub_drained(wrk_t *w, uint64_t gen);
 
+/* An inbox item other than a fan-out (f->kind != FK_FANOUT: the cluster
+ * link's answers for one connection). Takes over the reference. */
+void pubsub_control(wrk_t *w, frame_t *f);
+
 #endif

@@ -356,6 +356,15 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
     return seq;
 }
 
+void reg_fanout(reg_t *r, frame_t *f)
+{
+    uint64_t mask = interest_of(r, f->topic, f->topic_len);
+    for (int w = 0; mask != 0; w++, mask >>= 1)
+        if (mask & 1)
+            r->post(r->post_arg, w, frame_ref(f));
+    frame_unref(f);
+}
+
 /* References to the ring entries i..hlen-1 (oldest first) in a new array. */
 static frame_t **hist_copy(const topic_t *t, uint32_t from, size_t *n)
 {
@@ -527,11 +536,16 @@ int reg_interest(reg_t *r, int w, const char *pattern, size_t len, bool wildcard
                 }
             }
         }
-        if (in != NULL)
+        if (in != NULL) {
+            if (in->workers == 0 && r->cfg.on_interest != NULL)
+                r->cfg.on_interest(r->cfg.on_interest_arg, pattern, len, wildcard, true);
             in->workers |= bit;
+        }
     } else if (in != NULL) {
         in->workers &= ~bit;
         if (in->workers == 0) {
+            if (r->cfg.on_interest != NULL)
+                r->cfg.on_interest(r->cfg.on_interest_arg, pattern, len, wildcard, false);
             ptable_remove(&r->interest, pattern, len, wildcard);
             free(in);
         }

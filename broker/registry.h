@@ -45,8 +45,15 @@ typedef void (*reg_post_fn)(void *arg, int w, frame_t *f);
 #define REG_EPOCH_LEN 16 /* the broker's epoch: 16 hex digits */
 #define REG_EPOCH_MAX 40 /* a topic's epoch: the broker's, or it + "-<n>" */
 
+/* The node as a whole gained (on) or lost its last subscription to
+ * pattern (cluster mode subscribes in Redis). Called with the interest
+ * lock held; must only queue work. */
+typedef void (*reg_interest_fn)(void *arg, const char *pattern, size_t len, bool wildcard, bool on);
+
 typedef struct reg_cfg {
     int nworkers;
+    reg_interest_fn on_interest; /* or NULL */
+    void *on_interest_arg;
     uint32_t history;        /* messages kept per topic; 0: none */
     uint64_t history_ttl_ms; /* retained messages expire after this; 0: never */
     uint64_t max_topics;     /* 0: no limit */
@@ -57,6 +64,11 @@ void reg_free(reg_t *r);
 
 /* The epoch of this registry's seq space (changes on every broker start). */
 const char *reg_epoch(const reg_t *r);
+
+/* Post an already encoded message frame (topic and seq set; cluster mode:
+ * the seq is the cluster's) to every worker with a matching subscription.
+ * Takes over the caller's reference. */
+void reg_fanout(reg_t *r, frame_t *f);
 
 /* Publish data (raw JSON) on a concrete, valid topic. Returns the message's
  * seq (>= 1), or 0 on ENOMEM; *targets gets the mask of the workers the

@@ -200,6 +200,19 @@ char *stats_render(stats_t *const *workers, int n, const stats_global_t *g, size
         "wsbroker_log_lines_dropped_total %llu\n",
         (unsigned long long)g->topics, (unsigned long long)g->topics_evicted,
         (unsigned long long)g->retained, n, g->uptime_s, (unsigned long long)g->log_dropped);
+    if (g->cluster)
+        put(&o,
+            "# HELP wsbroker_redis_up 1 while the cluster link to Redis is up.\n"
+            "# TYPE wsbroker_redis_up gauge\nwsbroker_redis_up %llu\n"
+            "# HELP wsbroker_redis_connects_total Times the link to Redis came up.\n"
+            "# TYPE wsbroker_redis_connects_total counter\nwsbroker_redis_connects_total %llu\n"
+            "# HELP wsbroker_redis_errors_total Publishes and subscriptions refused as "
+            "unavailable by the cluster link.\n"
+            "# TYPE wsbroker_redis_errors_total counter\nwsbroker_redis_errors_total %llu\n"
+            "# HELP wsbroker_redis_messages_total Messages received from Redis.\n"
+            "# TYPE wsbroker_redis_messages_total counter\nwsbroker_redis_messages_total %llu\n",
+            (unsigned long long)g->redis_up, (unsigned long long)g->redis_connects,
+            (unsigned long long)g->redis_errors, (unsigned long long)g->redis_messages);
     if (o.failed) {
         free(o.buf);
         return NULL;

@@ -10,6 +10,7 @@
 #define WSBROKER_STATS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,8 @@ typedef struct stats_global {
     uint64_t topics, topics_evicted, retained;
     uint64_t log_dropped;
     double uptime_s;
+    bool cluster; /* cluster mode: the Redis link's figures follow */
+    uint64_t redis_up, redis_connects, redis_errors, redis_messages;
 } stats_global_t;
 
 /* Render the Prometheus exposition of n workers' stats and the global

@@ -85,6 +85,7 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->pending);
     link_init(&w->throttled);
     link_init(&w->filters);
+    smap_init(&w->byid);
     if (uv_loop_init(&w->loop) != 0) {
         free(w);
         return NULL;
@@ -103,6 +104,22 @@ wrk_t *wrk_new(broker_t *b, int id)
         return NULL;
     }
     return w;
+}
+
+/* ---- Connections by id (cluster mode: the link's answers name them). ---- */
+
+struct conn *wrk_conn(wrk_t *w, uint64_t id)
+{
+    return smap_get(&w->byid, (const char *)&id, sizeof(id));
+}
+
+void wrk_conn_index(wrk_t *w, struct conn *c, bool on)
+{
+    /* The key bytes live in the connection (its id), as smap wants. */
+    if (on)
+        smap_put(&w->byid, (const char *)&c->id, sizeof(c->id), c);
+    else
+        smap_del(&w->byid, (const char *)&c->id, sizeof(c->id));
 }
 
 /* ---- Inbox: frames posted by publishers on any worker. ---- */
@@ -171,8 +188,12 @@ static void drain_inbox(wrk_t *w)
                 uv_async_send(&b->workers[i]->wake);
     }
     uint64_t gen = w->drains++;
-    for (size_t i = 0; i < n; i++)
-        pubsub_deliver(w, batch[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->kind == FK_FANOUT)
+            pubsub_deliver(w, batch[i]);
+        else
+            pubsub_control(w, batch[i]);
+    }
     conn_settle(w);
     pubsub_drained(w, gen);
 }
@@ -199,6 +220,7 @@ static void release_throttled(wrk_t *w)
     batch.prev->next = &batch;
     link_init(&w->throttled);
     link_init(&w->filters);
+    smap_init(&w->byid);
     w->throttle_mask = 0;
     atomic_store(&w->has_throttled, false);
     link_t *l;
@@ -564,6 +586,7 @@ void wrk_free(wrk_t *w)
             close(w->lsn[i].fd);
     uv_loop_close(&w->loop);
     ptable_destroy(&w->subs);
+    smap_destroy(&w->byid);
     pthread_mutex_destroy(&w->inbox_mu);
     for (size_t i = 0; i < w->inbox_len; i++)
         frame_unref(w->inbox[i]);

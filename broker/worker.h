@@ -64,6 +64,8 @@ struct wrk {
     ptable_t subs;              /* pattern -> lpat_t */
     link_t filters;             /* replay filters (pubsub.c), oldest first */
     uint64_t drains;            /* inbox drains started */
+    uint64_t next_token;        /* cluster mode: names of pending subscriptions */
+    smap_t byid;                /* cluster mode: connection id -> conn_t */
     uint64_t swept;             /* ms: the last history sweep */
     link_t conns;               /* every connection of this worker */
     link_t hs_list;             /* HTTP state, by accept time */
@@ -107,6 +109,11 @@ void wrk_free(wrk_t *w);
 
 /* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
 void wrk_post(void *broker, int w, frame_t *f);
+
+/* Cluster mode: worker w's connection with this id, or NULL. */
+struct conn *wrk_conn(wrk_t *w, uint64_t id);
+/* Cluster mode: keep the id map (c accepted or gone). */
+void wrk_conn_index(wrk_t *w, struct conn *c, bool on);
 
 /* Ask worker w to enter shutdown phase (any thread). */
 void wrk_command(wrk_t *w, int phase);
