@@ -438,8 +438,19 @@ START_TEST(max_connections)
     int st;
     it_http_t r;
     it_broker_start(&b, "--max-connections", "2");
-    it_conn_t *c1 = it_ws_hello(b.port, NULL);
-    it_conn_t *c2 = it_ws_hello(b.port, NULL);
+    /* Every TCP connection counts, the start-up check's /healthz ones too
+     * until the broker has seen them close: wait for the two slots. */
+    it_conn_t *cs[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        for (int64_t end = it_now_ms() + 3000; cs[i] == NULL; it_sleep_ms(10)) {
+            cs[i] = it_ws_try(b.port, "/ws", NULL, 0, 0, 0, &st, NULL);
+            IT_ASSERT(cs[i] != NULL || (st == 503 && it_now_ms() < end),
+                      "connection %d with --max-connections 2: %d", i + 1, st);
+        }
+        msg_server_t hello;
+        it_expect_op(cs[i], MSG_S_HELLO, &hello);
+    }
+    it_conn_t *c1 = cs[0], *c2 = cs[1];
     it_conn_t *c3 = it_ws_try(b.port, "/ws", NULL, 0, 0, 0, &st, &r);
     IT_ASSERT(c3 == NULL && st == 503,
               "third connection with --max-connections 2: expected 503, "
