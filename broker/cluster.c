@@ -25,10 +25,6 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <hiredis/adapters/libuv.h>
-#pragma GCC diagnostic pop
 
 #include <wsproto/topic.h>
 
@@ -179,7 +175,7 @@ struct cluster {
     uint64_t next_pubid;
     char last_topic[TOPIC_MAX + 1]; /* the message delivered last, to drop */
     size_t last_tlen;               /* the copy a pattern subscription */
-    uint64_t last_seq;              /* repeats right after it */
+    uint64_t last_seq, last_gen;    /* repeats right after it */
 
     _Atomic bool up;
     _Atomic uint64_t reconnects, errors, messages;
@@ -511,9 +507,11 @@ static void on_message(cluster_t *cl, const char *chan, size_t clen, const char 
         return;
     /* A channel and a pattern of this node both matching: Redis sends the
      * message twice, one right after the other. */
-    if (e.seq == cl->last_seq && tlen == cl->last_tlen && memcmp(topic, cl->last_topic, tlen) == 0)
+    if (e.seq == cl->last_seq && e.gen == cl->last_gen && tlen == cl->last_tlen &&
+        memcmp(topic, cl->last_topic, tlen) == 0)
         return;
     cl->last_seq = e.seq;
+    cl->last_gen = e.gen;
     cl->last_tlen = tlen;
     memcpy(cl->last_topic, topic, tlen);
     atomic_fetch_add_explicit(&cl->messages, 1, memory_order_relaxed);
@@ -953,6 +951,100 @@ static void do_request(cluster_t *cl, req_t *q)
     }
 }
 
+/* ---- hiredis on the link's libuv loop ----
+ *
+ * hiredis calls these to watch its socket. A poll error (a refused connect
+ * reports one) is handed to hiredis as an event too, so it finds the
+ * socket's error and reports it, instead of the connect hanging until the
+ * timeout. */
+
+typedef struct watch {
+    redisAsyncContext *ac; /* NULL once hiredis has let go */
+    uv_poll_t poll;
+    int events;
+} watch_t;
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    watch_t *w = h->data;
+    if (w->ac == NULL)
+        return;
+    if (status < 0) {
+        /* Not connected yet: the write handler runs the connect check;
+         * connected: a read sees the error and disconnects. */
+        if (w->ac->c.flags & REDIS_CONNECTED)
+            redisAsyncHandleRead(w->ac);
+        else
+            redisAsyncHandleWrite(w->ac);
+        return;
+    }
+    if (events & UV_READABLE)
+        redisAsyncHandleRead(w->ac);
+    if (w->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(w->ac);
+}
+
+static void watch_set(watch_t *w, int add, int del)
+{
+    w->events = (w->events | add) & ~del;
+    if (w->events != 0)
+        uv_poll_start(&w->poll, w->events, on_poll);
+    else
+        uv_poll_stop(&w->poll);
+}
+
+static void ev_add_read(void *p)
+{
+    watch_set(p, UV_READABLE, 0);
+}
+
+static void ev_del_read(void *p)
+{
+    watch_set(p, 0, UV_READABLE);
+}
+
+static void ev_add_write(void *p)
+{
+    watch_set(p, UV_WRITABLE, 0);
+}
+
+static void ev_del_write(void *p)
+{
+    watch_set(p, 0, UV_WRITABLE);
+}
+
+static void on_watch_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    watch_t *w = p;
+    w->ac = NULL;
+    uv_close((uv_handle_t *)&w->poll, on_watch_closed);
+}
+
+static int watch_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    watch_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -1;
+    if (uv_poll_init(loop, &w->poll, ac->c.fd) != 0) {
+        free(w);
+        return -1;
+    }
+    w->ac = ac;
+    w->poll.data = w;
+    ac->ev.data = w;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
 /* ---- Connection ---- */
 
 static void link_connect(cluster_t *cl);
@@ -972,6 +1064,8 @@ static void link_down(cluster_t *cl, const char *why)
         return;
     bool was_up = cl->state == L_UP;
     cl->state = L_DOWN;
+    cl->last_tlen = 0; /* a new Redis may count seqs and generations anew */
+    cl->last_seq = 0;
     atomic_store(&cl->up, false);
     LOG(was_up ? LOG_WARN : LOG_INFO, -1, 0, "redis_down", "host=%s port=%d reason=\"%s\"",
         cl->host, cl->port, why);
@@ -1177,7 +1271,7 @@ static redisAsyncContext *open_one(cluster_t *cl)
         return NULL;
     }
     ac->data = cl;
-    if (redisLibuvAttach(ac, &cl->loop) != REDIS_OK) {
+    if (watch_attach(ac, &cl->loop) != 0) {
         redisAsyncFree(ac);
         return NULL;
     }

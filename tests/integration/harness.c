@@ -150,9 +150,11 @@ static char **child_env(const char *const *env)
     return out;
 }
 
-/* fork + exec WSBROKER_BIN with argv (argv[0] included). The child dies
- * with the calling thread. Returns the pid or -1. */
-static pid_t spawn(char *const *argv, const char *const *env, int outfd, int errfd)
+/* fork + exec prog (WSBROKER_BIN, or a command found in PATH) with argv
+ * (argv[0] included). The child dies with the calling thread. Returns the
+ * pid or -1. */
+static pid_t spawn_prog(const char *prog, char *const *argv, const char *const *env, int outfd,
+                        int errfd)
 {
     char **envp = child_env(env);
     pid_t parent = getpid();
@@ -173,11 +175,24 @@ static pid_t spawn(char *const *argv, const char *const *env, int outfd, int err
         dup2(outfd, 1);
         dup2(errfd, 2);
         close_range(3, ~0U, 0);
-        execve(WSBROKER_BIN, argv, envp);
+        if (strchr(prog, '/') != NULL)
+            execve(prog, argv, envp);
+        else
+            execvpe(prog, argv, envp);
         _exit(127);
     }
     free(envp);
     return pid;
+}
+
+static pid_t spawn(char *const *argv, const char *const *env, int outfd, int errfd)
+{
+    return spawn_prog(WSBROKER_BIN, argv, env, outfd, errfd);
+}
+
+pid_t it_spawn(const char *const *argv, int outfd)
+{
+    return spawn_prog(argv[0], (char *const *)argv, NULL, outfd, outfd);
 }
 
 /* An unlinked temp file for a command's output. */
@@ -263,8 +278,9 @@ void it_broker_dump(const it_broker_t *b, size_t max)
     free(buf);
 }
 
-/* Wait until /healthz answers 200, the process b (if not NULL) exits, or
- * deadline. A refused connection is tried again 20 ms later. */
+/* Wait until /healthz answers 200 (or 503 "degraded": a cluster node
+ * without its Redis), the process b (if not NULL) exits, or deadline. A refused connection is tried
+ * again 20 ms later. */
 static int wait_healthy(it_broker_t *b, int port, int64_t deadline)
 {
     while (it_now_ms() < deadline) {
@@ -273,8 +289,10 @@ static int wait_healthy(it_broker_t *b, int port, int64_t deadline)
             return -1;
         int st = quick_get(port, "/healthz", &r,
                            remaining(deadline) < 1000 ? remaining(deadline) : 1000);
+        /* Up, or up without its Redis (cluster mode): serving either way. */
+        bool up = st == 200 || (st == 503 && r.body != NULL && strstr(r.body, "degraded"));
         it_http_free(&r);
-        if (st == 200)
+        if (up)
             return 0;
         it_sleep_ms(20);
     }

@@ -153,6 +153,10 @@ void it_broker_dump(const it_broker_t *b, size_t max);
  * cap - 1 bytes). Returns the length. */
 size_t it_broker_log(const it_broker_t *b, char *out, size_t cap);
 
+/* Start another program (argv[0] looked up in PATH) with stdout and stderr
+ * on outfd; it dies with the test. Returns the pid (reap it with waitpid). */
+pid_t it_spawn(const char *const *argv, int outfd);
+
 /* A port nobody listens on right now. */
 int it_free_port(void);
 
