@@ -3,7 +3,8 @@
 #   plain  unit, integration and client suites, gcc RelWithDebInfo
 #   builds the whole tree (tests included) as gcc Release (-O3) and as clang
 #          Release, and their unit suites: a warning under either fails
-#   asan   the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan   the plain stage's suites under AddressSanitizer and
+#          UndefinedBehaviorSanitizer
 #   tsan   the integration and client suites (real broker, 4 workers,
 #          churn, C client library) under ThreadSanitizer
 #   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each

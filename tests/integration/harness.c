@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -207,16 +208,74 @@ static int make_tempfile(void)
     return fd;
 }
 
+/* Broker logs of this process not deleted yet. A passing Check test ends
+ * its process with exit(), which runs remove_logs; a failing one ends with
+ * _exit() (or a signal on timeout), so its logs stay for a look. */
+typedef struct log_entry {
+    pid_t pid; /* the process that created it: a forked child leaves its
+                  parent's logs alone */
+    char path[64];
+} log_entry_t;
+
+static pthread_mutex_t logs_mu = PTHREAD_MUTEX_INITIALIZER;
+static log_entry_t *logs;
+static size_t nlogs, logs_cap;
+static pid_t logs_atexit_pid;
+
+static void remove_logs(void)
+{
+    pthread_mutex_lock(&logs_mu);
+    for (size_t i = 0; i < nlogs; i++)
+        if (logs[i].pid == getpid())
+            unlink(logs[i].path);
+    pthread_mutex_unlock(&logs_mu);
+}
+
+static void remember_log(const char *path)
+{
+    pthread_mutex_lock(&logs_mu);
+    if (logs_atexit_pid != getpid() && atexit(remove_logs) == 0)
+        logs_atexit_pid = getpid();
+    if (nlogs == logs_cap) {
+        size_t ncap = logs_cap ? logs_cap * 2 : 16;
+        log_entry_t *n = realloc(logs, ncap * sizeof(*n));
+        if (n != NULL) {
+            logs = n;
+            logs_cap = ncap;
+        }
+    }
+    if (nlogs < logs_cap) {
+        logs[nlogs].pid = getpid();
+        snprintf(logs[nlogs].path, sizeof(logs[nlogs].path), "%s", path);
+        nlogs++;
+    }
+    pthread_mutex_unlock(&logs_mu);
+}
+
+static void forget_log(const char *path)
+{
+    pthread_mutex_lock(&logs_mu);
+    for (size_t i = 0; i < nlogs; i++) {
+        if (logs[i].pid == getpid() && strcmp(logs[i].path, path) == 0) {
+            logs[i] = logs[--nlogs];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&logs_mu);
+}
+
 /* The broker's log: a named file, deleted when the broker is stopped or
- * released by a test that got that far, so a failed test leaves it behind. */
+ * released, or when the test passes; a failed test leaves it behind. */
 static int make_logfile(it_broker_t *b)
 {
     snprintf(b->log_path, sizeof(b->log_path), "/tmp/wsbroker-test-XXXXXX.log");
     int fd = mkstemps(b->log_path, 4);
-    if (fd >= 0)
+    if (fd >= 0) {
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-    else
+        remember_log(b->log_path);
+    } else {
         b->log_path[0] = '\0';
+    }
     return fd;
 }
 
@@ -227,8 +286,10 @@ static void close_log(it_broker_t *b)
     if (b->logfd >= 0)
         close(b->logfd);
     b->logfd = -1;
-    if (b->log_path[0] != '\0')
+    if (b->log_path[0] != '\0') {
         unlink(b->log_path);
+        forget_log(b->log_path);
+    }
     b->log_path[0] = '\0';
 }
 

@@ -9,11 +9,11 @@
  * Failures abort the current Check test with a message that names the
  * test's file and line, what was expected and what arrived, and print the
  * tail of the broker's captured stdout/stderr. That output is in a file in
- * /tmp, deleted when the test stops (it_broker_stop) or releases
- * (it_broker_release) its broker, so it stays for a test that failed,
- * also through Check's own assertions. The broker dies with the test
- * process (PR_SET_PDEATHSIG), so a failed or timed-out test leaves no
- * process behind.
+ * /tmp, deleted by it_broker_stop and it_broker_release and at the end of
+ * a test that passed; a test that failed, also through Check's own
+ * assertions, or timed out keeps it. The broker dies with the test process
+ * (PR_SET_PDEATHSIG), so a failed or timed-out test leaves no process
+ * behind.
  *
  * Every function is safe to call from several threads as long as each
  * it_conn_t is used by one thread at a time, except the failing checks:
@@ -64,7 +64,7 @@ typedef struct it_broker {
     pid_t pid; /* 0 when not running */
     int port;
     int logfd;         /* the broker's stdout and stderr, -1 when released */
-    char log_path[64]; /* that file: deleted by it_broker_stop and _release */
+    char log_path[64]; /* that file (see above) */
     char url[64];      /* ws://127.0.0.1:PORT/ws */
 } it_broker_t;
 
