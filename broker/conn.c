@@ -1077,6 +1077,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=%s", uv_strerror((int)nread));
+        if (c->tls != NULL)
+            tls_peer_closed(c);
         conn_abort(c);
         return;
     }
