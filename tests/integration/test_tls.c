@@ -56,7 +56,7 @@ typedef struct tcli {
     int fd;
     SSL_CTX *ctx;
     SSL *ssl;
-    uint8_t in[1 << 17]; /* received plaintext not yet consumed */
+    uint8_t in[4 << 20]; /* received plaintext not yet consumed */
     size_t in_len;
 } tcli_t;
 
@@ -910,6 +910,63 @@ START_TEST(slow_consumer_over_tls)
 }
 END_TEST
 
+/* A message larger than --max-backlog (possible whenever --max-message is
+ * larger) goes to a reader that keeps up, on /echo and on /ws, over TLS
+ * and plain TCP: the backlog limit is about a reader falling behind, not
+ * about the size of one message. */
+START_TEST(message_larger_than_backlog)
+{
+    it_broker_t b;
+    start_tls(&b, IT_NO_HEARTBEAT, "--max-message", "4m", "--max-backlog", "1m", "--deflate",
+              "off");
+    size_t big = 3u << 20;
+    char *data = malloc(big + 128), *got = malloc(big + 128);
+    ck_assert(data != NULL && got != NULL);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (char)('a' + i % 26);
+    /* /echo over TLS */
+    tcli_t *e = tcli_must(tls_port, NULL);
+    char head[1024];
+    IT_ASSERT(tcli_http(e, UPGRADE("/echo"), head, sizeof(head)) == 101, "upgrade: %s", head);
+    IT_ASSERT(ws_send(e, WS_OP_BINARY, data, big), "send");
+    size_t len = 0;
+    int op = ws_recv(e, got, big + 128, &len, 10000);
+    IT_ASSERT(op == WS_OP_BINARY && len == big && memcmp(got, data, big) == 0,
+              "wss /echo of %zu bytes with --max-backlog 1m: op %d, %zu bytes (%s)", big, op, len,
+              op == WS_OP_CLOSE ? got + 2 : "");
+    tcli_free(e);
+    /* /echo over plain TCP */
+    it_conn_t *pe = it_ws_open(b.port, "/echo");
+    it_send_frame(pe, WS_OP_BINARY, true, data, big);
+    it_ev_t ev = it_next(pe, 10000);
+    IT_ASSERT(ev.type == IT_EV_BINARY && ev.len == big && memcmp(ev.data, data, big) == 0,
+              "ws /echo of %zu bytes with --max-backlog 1m: event %d, %zu bytes", big, ev.type,
+              ev.len);
+    it_conn_free(pe);
+    /* pub/sub over TLS: the subscriber reads it whole */
+    tcli_t *sub = wss_hello(tls_port, NULL), *pub = wss_hello(tls_port, NULL);
+    IT_ASSERT(ws_text(sub, "{\"op\":\"subscribe\",\"topic\":\"big\",\"id\":1}"), "send");
+    ws_expect(sub, "\"op\":\"ack\"");
+    int n = snprintf(got, 64, "{\"op\":\"publish\",\"topic\":\"big\",\"data\":\"");
+    memcpy(got + n, data, big);
+    n += (int)big;
+    n += snprintf(got + n, 64, "\",\"id\":2}");
+    IT_ASSERT(ws_send(pub, WS_OP_TEXT, got, (size_t)n), "send");
+    ws_expect(pub, "\"op\":\"ack\"", "\"id\":2");
+    op = ws_recv(sub, got, big + 128, &len, 10000);
+    IT_ASSERT(op == WS_OP_TEXT && len > big &&
+                  memcmp(strstr(got, "\"data\":\"") + 8, data, big) == 0,
+              "wss subscriber of a %zu-byte message with --max-backlog 1m: op %d, %zu bytes (%s)",
+              big, op, len, op == WS_OP_CLOSE ? got + 2 : "");
+    tcli_free(sub);
+    tcli_free(pub);
+    ck_assert_double_eq(metric(&b, "wsbroker_slow_consumer_closes_total"), 0);
+    free(data);
+    free(got);
+    it_broker_stop(&b);
+}
+END_TEST
+
 START_TEST(thousand_connects)
 {
     it_broker_t b;
@@ -1039,6 +1096,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, sighup_reloads_certificate);
     tcase_add_test(tc, close_notify_then_fin);
     tcase_add_test(tc, slow_consumer_over_tls);
+    tcase_add_test(tc, message_larger_than_backlog);
     tcase_add_test(tc, thousand_connects);
     suite_add_tcase(s, tc);
     return s;
