@@ -267,6 +267,7 @@ void conn_send(conn_t *c, frame_t *f)
         frame_unref(f);
         return;
     }
+    uint64_t queued = c->out_bytes;
     if (q_push(c, f) != 0) {
         frame_unref(f);
         conn_abort(c);
@@ -274,7 +275,9 @@ void conn_send(conn_t *c, frame_t *f)
     }
     mark_pending(c);
     uint64_t limit = c->w->cfg->max_backlog;
-    if (c->out_bytes > 2 * limit && c->state == CONN_OPEN) {
+    /* One reply, however big (--max-message may exceed --max-backlog),
+     * does not make a peer that had read everything a slow consumer. */
+    if (queued > limit && c->out_bytes > 2 * limit && c->state == CONN_OPEN) {
         conn_close_slow(c);
     } else if (c->out_bytes > limit && c->state == CONN_OPEN) {
         /* Replies pile up: stop reading requests until the peer reads. */
@@ -348,7 +351,8 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
         mark_slow(c, true);
         return DLV_NONE;
     }
-    if (c->out_bytes + g->len > cfg->max_backlog) {
+    /* Nothing queued: not behind, whatever the size of the message. */
+    if (c->out_bytes > 0 && c->out_bytes + g->len > cfg->max_backlog) {
         if (cfg->slow_consumer == SLOW_DROP) {
             c->flags |= CF_DROPPING;
             STAT_ADD(&w->stats, slow_drops, 1);
@@ -1081,6 +1085,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=%s", uv_strerror((int)nread));
+        if (c->tls != NULL)
+            tls_peer_closed(c);
         conn_abort(c);
         return;
     }

@@ -29,6 +29,7 @@ struct tls {
     uint8_t *out;     /* ciphertext: out[off..len) is not written yet */
     size_t off, len, cap;
     bool established, notified;
+    bool began; /* some of a handshake arrived */
 };
 
 /* The first error on OpenSSL's queue, as text (and clear the queue). */
@@ -256,9 +257,20 @@ static void fail(conn_t *c, const char *what)
     conn_abort(c);
 }
 
+void tls_peer_closed(conn_t *c)
+{
+    tls_t *t = c->tls;
+    if (t->established || !t->began)
+        return;
+    STAT_ADD(&c->w->stats, tls_failures, 1);
+    LOG_LIMITED(LOG_INFO, c->w->id, c->id, "tls_failed", "stage=%s error=\"%s\"", "handshake",
+                "closed mid-handshake");
+}
+
 void tls_input(conn_t *c, const uint8_t *data, size_t len)
 {
     tls_t *t = c->tls;
+    t->began = true;
     if (BIO_write(t->rbio, data, (int)len) != (int)len) {
         fail(c, "read");
         return;

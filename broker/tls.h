@@ -59,6 +59,11 @@ int tls_encrypt(conn_t *c);
 uv_buf_t tls_pending(const tls_t *t);
 void tls_written(tls_t *t, size_t n);
 
+/* The peer closed the connection (EOF or reset): a handshake it had begun
+ * and not finished is a truncated handshake, counted and logged as a TLS
+ * failure. */
+void tls_peer_closed(conn_t *c);
+
 /* Queue close_notify once, before TCP is shut down. True if it added
  * ciphertext to write first. */
 bool tls_close_notify(conn_t *c);

@@ -267,6 +267,15 @@ ssize_t pmd_deflate(pmd_deflater_t *d, const uint8_t *in, size_t len, uint8_t *o
 {
     if (!d->ready)
         return PMD_E_NOMEM;
+    if (len == 0) {
+        /* One empty stored block (RFC 7692 7.2.3.6), with or without the
+         * context: after a previous message's flush zlib has nothing to
+         * flush and would write nothing at all. */
+        if (cap < 1)
+            return PMD_E_DATA;
+        out[0] = 0x00;
+        return 1;
+    }
     if (d->no_context_takeover && deflateReset(&d->z) != Z_OK)
         return PMD_E_DATA;
     d->z.next_in = (Bytef *)in;
@@ -281,8 +290,6 @@ ssize_t pmd_deflate(pmd_deflater_t *d, const uint8_t *in, size_t len, uint8_t *o
     if (n < 4 || memcmp(out + n - 4, "\x00\x00\xff\xff", 4) != 0)
         return PMD_E_DATA;
     n -= 4;
-    if (n == 0)
-        out[n++] = 0x00; /* an empty message: one empty stored block */
     return (ssize_t)n;
 }
 

@@ -331,6 +331,42 @@ START_TEST(inflate_is_bounded)
 }
 END_TEST
 
+/* An empty message after others, with context takeover: zlib has nothing
+ * to flush after the previous message's flush and writes nothing, yet the
+ * message must still be the one empty stored block (RFC 7692 7.2.3.6),
+ * and the context must go on working for the messages after it. */
+START_TEST(empty_message_keeps_the_context)
+{
+    for (int wb = 8; wb <= 15; wb++) {
+        for (int nct = 0; nct < 2; nct++) {
+            pmd_deflater_t d;
+            pmd_inflater_t in;
+            ck_assert_int_eq(pmd_deflater_init(&d, wb, nct), PMD_OK);
+            ck_assert_int_eq(pmd_inflater_init(&in, nct), PMD_OK);
+            static const char *const msgs[] = {"", "", "hello hello hello",
+                                               "", "", "hello hello hello"};
+            uint8_t buf[128];
+            pmd_buf_t out = {0};
+            for (size_t k = 0; k < sizeof(msgs) / sizeof(msgs[0]); k++) {
+                size_t len = strlen(msgs[k]);
+                size_t n = deflate_msg(&d, msgs[k], len, buf);
+                if (len == 0) {
+                    ck_assert_uint_eq(n, 1);
+                    ck_assert_uint_eq(buf[0], 0x00);
+                }
+                out.len = 0;
+                ck_assert_int_eq(pmd_inflate(&in, buf, n, 100, &out), PMD_OK);
+                ck_assert_uint_eq(out.len, len);
+                ck_assert(len == 0 || memcmp(out.buf, msgs[k], len) == 0);
+            }
+            free(out.buf);
+            pmd_deflater_end(&d);
+            pmd_inflater_end(&in);
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pmd");
@@ -344,6 +380,7 @@ int main(void)
     tcase_add_test(tc, roundtrip_every_window_and_takeover);
     tcase_add_test(tc, window_8_fits_a_256_byte_inflater);
     tcase_add_test(tc, inflate_is_bounded);
+    tcase_add_test(tc, empty_message_keeps_the_context);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
