@@ -26,9 +26,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <wsproto/msg.h>
+#include <wsproto/pmd.h>
 #include <wsproto/ws_frame.h>
 #include <wsproto/ws_handshake.h>
 
@@ -49,6 +51,11 @@ typedef struct opts {
     char hostport[300]; /* Host header value */
     char target[512];   /* request target, e.g. "/ws" */
     int port;
+    bool tls;           /* wss:// */
+    bool host_is_ip;    /* no SNI; the certificate must name the address */
+    bool insecure;      /* --insecure: no certificate or name check */
+    const char *cafile; /* --cafile: CAs to trust instead of the system's */
+    bool deflate;       /* --deflate: offer permessage-deflate, compress publishes */
     struct sockaddr_storage addr;
     double duration; /* measured window, seconds */
     double warmup;   /* publishing before the window, seconds */
@@ -161,6 +168,7 @@ enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 typedef enum conn_state {
     CS_IDLE = 0,    /* not started */
     CS_CONNECTING,  /* TCP connect pending */
+    CS_TLS,         /* wss: TLS handshake in progress */
     CS_HANDSHAKE,   /* upgrade request sent, waiting for 101 */
     CS_HELLO,       /* waiting for the broker's hello */
     CS_SUBSCRIBING, /* subscribe sent, waiting for its ack */
@@ -193,11 +201,17 @@ typedef struct bconn {
     bool stopped;    /* publisher: no more publishes */
     bool done;       /* publisher: stopped and all acks in */
     bool got_close;  /* the broker answered our Close; waiting for EOF */
+    bool pmd;        /* permessage-deflate negotiated */
     ws_parser_t wp;
-    char *hs; /* response head while in CS_HANDSHAKE */
+    SSL *ssl;            /* wss: the session on memory BIOs (owns them) */
+    BIO *rbio, *wbio;    /* ciphertext in, ciphertext out */
+    pmd_inflater_t *inf; /* the broker keeps context across messages: ours */
+    uint8_t pmd_wbits;   /* client_max_window_bits the broker allowed */
+    char *hs;            /* response head while in CS_HANDSHAKE */
     size_t hs_len, hs_scanned;
     char key[WSH_KEY_LEN + 1];
-    wbuf_t out;    /* frames queued since the last flush */
+    wbuf_t out;    /* frames queued since the last flush (plaintext on wss) */
+    wbuf_t enc;    /* wss: ciphertext of out, not yet handed to the socket */
     wbuf_t flight; /* bytes owned by the in-flight uv_write */
     wbuf_t msg;    /* reassembly of a message split across reads */
     /* subscriber */
@@ -271,10 +285,23 @@ typedef struct bthread {
     bool handles_closed;
     bool finished; /* scen_finish done */
     bool refilling;
+    /* permessage-deflate: every message on its own (no context takeover)
+     * shares these; connections whose broker keeps context have their own
+     * inflater. */
+    pmd_inflater_t inf;
+    pmd_deflater_t def;
+    pmd_buf_t ibuf; /* the inflated message */
+    uint8_t *zbuf;  /* a compressed message being framed */
+    size_t zcap;
+    /* Merged by main after the join. */
+    uint64_t compressed_rx, compressed_tx, deflate_conns;
+    char ext[160];        /* the first negotiated Sec-WebSocket-Extensions */
+    char tls_version[16]; /* the first TLS connection's version */
 } bthread_t;
 
 struct bench {
     opts_t o;
+    SSL_CTX *tls_ctx; /* wss: shared by every connection (SSL_new is thread-safe) */
     bthread_t *th;
     btopic_t *topics;
     size_t ntopics;

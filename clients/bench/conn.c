@@ -15,12 +15,26 @@
  * socket is full, one uv_write of the remainder). Buffers grow to the
  * connection's high-water mark and are then reused: no allocation per
  * message in steady state.
+ *
+ * wss:// puts OpenSSL on memory BIOs between the frames and the socket: the
+ * flush encrypts the queued frames with one SSL_write and writes the
+ * ciphertext the same way; reads go into rbio and SSL_read hands the
+ * plaintext back in the thread's read buffer, where it takes the plain path.
+ *
+ * permessage-deflate (--deflate): the offer asks for no context takeover
+ * from us, so one deflater per thread compresses every text message; the
+ * broker's compressed messages are inflated into the thread's buffer, by a
+ * per-thread inflater when the broker compresses each message on its own
+ * (server_no_context_takeover) and by the connection's own one otherwise.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include <wsproto/msg.h>
 
@@ -95,11 +109,21 @@ static void on_closed(uv_handle_t *h)
     free(c->hs);
     c->hs = NULL;
     free(c->out.p);
+    free(c->enc.p);
     free(c->flight.p);
     free(c->msg.p);
     memset(&c->out, 0, sizeof c->out);
+    memset(&c->enc, 0, sizeof c->enc);
     memset(&c->flight, 0, sizeof c->flight);
     memset(&c->msg, 0, sizeof c->msg);
+    if (c->ssl != NULL)
+        SSL_free(c->ssl);
+    c->ssl = NULL;
+    if (c->inf != NULL) {
+        pmd_inflater_end(c->inf);
+        free(c->inf);
+        c->inf = NULL;
+    }
     th->live--;
     ctr_set(&th->st.open, th->live);
     ctr_add(&th->st.closed, 1);
@@ -145,7 +169,7 @@ static void mark_dirty(bconn_t *c)
     }
 }
 
-static int send_frame(bconn_t *c, uint8_t opcode, const void *p, size_t len)
+static int send_frame_rsv(bconn_t *c, uint8_t opcode, bool rsv1, const void *p, size_t len)
 {
     if (c->state == CS_DEAD)
         return -1;
@@ -157,7 +181,7 @@ static int send_frame(bconn_t *c, uint8_t opcode, const void *p, size_t len)
     uint8_t mask[4];
     memcpy(mask, &r, sizeof mask);
     uint8_t *o = c->out.p + c->out.len;
-    size_t h = ws_frame_header(o, opcode, true, false, len, mask);
+    size_t h = ws_frame_header(o, opcode, true, rsv1, len, mask);
     memcpy(o + h, p, len);
     ws_mask(o + h, len, mask, 0);
     c->out.len += h + len;
@@ -165,9 +189,48 @@ static int send_frame(bconn_t *c, uint8_t opcode, const void *p, size_t len)
     return 0;
 }
 
+static int send_frame(bconn_t *c, uint8_t opcode, const void *p, size_t len)
+{
+    return send_frame_rsv(c, opcode, false, p, len);
+}
+
+/* The thread's deflater, made (again) for the smallest window any of its
+ * connections was allowed: what it writes suits every one of them. */
+static bool deflater_for(bconn_t *c)
+{
+    pmd_deflater_t *d = &c->th->def;
+    if (d->ready && d->window_bits <= c->pmd_wbits)
+        return true;
+    pmd_deflater_end(d);
+    return pmd_deflater_init(d, c->pmd_wbits, true) == PMD_OK;
+}
+
 int conn_send_text(bconn_t *c, const char *p, size_t len)
 {
-    return send_frame(c, WS_OP_TEXT, p, len);
+    bthread_t *th = c->th;
+    if (!c->pmd || !th->b->o.deflate)
+        return send_frame(c, WS_OP_TEXT, p, len);
+    if (!deflater_for(c)) {
+        conn_fail(c, ERR_IO, "out of memory for a deflater");
+        return -1;
+    }
+    size_t cap = pmd_deflate_bound(&th->def, len);
+    if (cap > th->zcap) {
+        uint8_t *z = realloc(th->zbuf, cap);
+        if (z == NULL) {
+            conn_fail(c, ERR_IO, "out of memory compressing %zu bytes", len);
+            return -1;
+        }
+        th->zbuf = z;
+        th->zcap = cap;
+    }
+    ssize_t n = pmd_deflate(&th->def, (const uint8_t *)p, len, th->zbuf, th->zcap);
+    if (n < 0) {
+        conn_fail(c, ERR_PROTOCOL, "deflate failed");
+        return -1;
+    }
+    th->compressed_tx++;
+    return send_frame_rsv(c, WS_OP_TEXT, true, th->zbuf, (size_t)n);
 }
 
 void conn_close(bconn_t *c)
@@ -197,6 +260,48 @@ void conn_ready(bconn_t *c)
     thr_refill(th);
 }
 
+/* Bytes waiting to go out: frames, or ciphertext OpenSSL has made. */
+static bool has_output(const bconn_t *c)
+{
+    return c->out.len > 0 || c->enc.len > 0 || (c->ssl != NULL && BIO_ctrl_pending(c->wbio) > 0);
+}
+
+/* The TLS error on OpenSSL's queue, as text; the queue is cleared. */
+static const char *ssl_error(char *buf, size_t cap)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e == 0)
+        snprintf(buf, cap, "no detail");
+    else
+        ERR_error_string_n(e, buf, cap);
+    ERR_clear_error();
+    return buf;
+}
+
+/* wss: encrypt the queued frames and move the ciphertext into enc. */
+static int tls_encrypt(bconn_t *c)
+{
+    char err[160];
+    if (c->out.len > 0 && c->state != CS_TLS) {
+        if (SSL_write(c->ssl, c->out.p, (int)c->out.len) <= 0) {
+            conn_fail(c, ERR_IO, "TLS write: %s", ssl_error(err, sizeof err));
+            return -1;
+        }
+        c->out.len = 0;
+    }
+    size_t pend = BIO_ctrl_pending(c->wbio);
+    if (pend == 0)
+        return 0;
+    if (wbuf_reserve(&c->enc, pend, OUT_MAX + (1u << 20)) < 0) {
+        conn_fail(c, ERR_IO, "more than %u MiB of TLS output queued", OUT_MAX >> 20);
+        return -1;
+    }
+    int n = BIO_read(c->wbio, c->enc.p + c->enc.len, (int)pend);
+    if (n > 0)
+        c->enc.len += (size_t)n;
+    return 0;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     bconn_t *c = req->data;
@@ -211,16 +316,21 @@ static void on_write(uv_write_t *req, int status)
             conn_fail(c, ERR_IO, "write: %s", uv_strerror(status));
         return;
     }
-    if (c->out.len > 0)
+    if (has_output(c))
         mark_dirty(c);
 }
 
 static void flush(bconn_t *c)
 {
     uv_stream_t *s = (uv_stream_t *)&c->tcp;
-    if (c->state == CS_DEAD || c->writing || c->out.len == 0)
+    if (c->state == CS_DEAD || c->writing || !has_output(c))
         return;
-    uv_buf_t buf = uv_buf_init((char *)c->out.p, (unsigned)c->out.len);
+    if (c->ssl != NULL && tls_encrypt(c) < 0)
+        return;
+    wbuf_t *src = c->ssl != NULL ? &c->enc : &c->out;
+    if (src->len == 0)
+        return;
+    uv_buf_t buf = uv_buf_init((char *)src->p, (unsigned)src->len);
     int r = uv_try_write(s, &buf, 1);
     if (r == UV_EAGAIN)
         r = 0;
@@ -231,16 +341,16 @@ static void flush(bconn_t *c)
             conn_fail(c, ERR_IO, "write: %s", uv_strerror(r));
         return;
     }
-    if ((size_t)r == c->out.len) {
-        c->out.len = 0;
+    if ((size_t)r == src->len) {
+        src->len = 0;
         return;
     }
     /* The socket is full: the remainder goes out with uv_write from the
-     * flight buffer while new frames collect in out. */
+     * flight buffer while new frames collect in out (and enc). */
     wbuf_t t = c->flight;
-    c->flight = c->out;
-    c->out = t;
-    c->out.len = 0;
+    c->flight = *src;
+    *src = t;
+    src->len = 0;
     buf = uv_buf_init((char *)c->flight.p + r, (unsigned)(c->flight.len - (size_t)r));
     c->wreq.data = c;
     r = uv_write(&c->wreq, s, &buf, 1, on_write);
@@ -293,9 +403,25 @@ static void on_close_frame(bconn_t *c, uint16_t code, const uint8_t *reason, siz
     conn_abort(c);
 }
 
-static void on_message(bconn_t *c, const char *p, size_t len)
+static void on_message(bconn_t *c, const char *p, size_t len, bool compressed)
 {
     msg_server_t m;
+    if (compressed) {
+        bthread_t *th = c->th;
+        th->ibuf.len = 0;
+        int r = pmd_inflate(c->inf != NULL ? c->inf : &th->inf, (const uint8_t *)p, len, MSG_MAX,
+                            &th->ibuf);
+        if (r != PMD_OK) {
+            conn_fail(c, ERR_PROTOCOL, "%s",
+                      r == PMD_E_TOO_BIG ? "compressed message over 64 MiB"
+                      : r == PMD_E_NOMEM ? "out of memory inflating a message"
+                                         : "invalid compressed data from the broker");
+            return;
+        }
+        th->compressed_rx++;
+        p = (const char *)th->ibuf.buf;
+        len = th->ibuf.len;
+    }
     if (msg_parse_server(p, len, &m) == MSG_E_BAD_JSON) {
         conn_fail(c, ERR_PROTOCOL, "unparseable message \"%.*s\"", (int)(len < 80 ? len : 80), p);
         return;
@@ -334,8 +460,12 @@ static void feed(bconn_t *c, uint8_t *p, size_t n)
                 conn_fail(c, ERR_PROTOCOL, "binary message from broker");
                 return;
             }
+            if (ev.rsv1 && !c->pmd) {
+                conn_fail(c, ERR_PROTOCOL, "compressed frame without permessage-deflate");
+                return;
+            }
             if (ev.first && ev.fin) {
-                on_message(c, (const char *)ev.data, ev.len);
+                on_message(c, (const char *)ev.data, ev.len, ev.rsv1);
                 break;
             }
             if (ev.first)
@@ -347,7 +477,7 @@ static void feed(bconn_t *c, uint8_t *p, size_t n)
             memcpy(c->msg.p + c->msg.len, ev.data, ev.len);
             c->msg.len += ev.len;
             if (ev.fin) {
-                on_message(c, (const char *)c->msg.p, c->msg.len);
+                on_message(c, (const char *)c->msg.p, c->msg.len, ev.rsv1);
                 c->msg.len = 0;
             }
             break;
@@ -361,6 +491,37 @@ static void feed(bconn_t *c, uint8_t *p, size_t n)
             break;
         }
     }
+}
+
+/* The broker's answer to the permessage-deflate offer (if any). */
+static bool accept_extensions(bconn_t *c, const wsh_response_t *res)
+{
+    bthread_t *th = c->th;
+    const wsh_str_t *v = wsh_header_get(res->headers, res->num_headers, "Sec-WebSocket-Extensions");
+    pmd_params_t pp;
+    if (v == NULL)
+        return true;
+    if (!th->b->o.deflate || pmd_parse_response(*v, &pp) != PMD_OK ||
+        pp.server_max_window_bits_sent) {
+        conn_fail(c, ERR_HANDSHAKE, "unexpected extension answer \"%.*s\"",
+                  (int)(v->len < 80 ? v->len : 80), v->p);
+        return false;
+    }
+    if (!pp.server_no_context_takeover) {
+        c->inf = malloc(sizeof *c->inf);
+        if (c->inf == NULL || pmd_inflater_init(c->inf, false) != PMD_OK) {
+            free(c->inf);
+            c->inf = NULL;
+            conn_fail(c, ERR_HANDSHAKE, "out of memory for an inflater");
+            return false;
+        }
+    }
+    c->pmd = true;
+    c->pmd_wbits = pp.client_max_window_bits;
+    th->deflate_conns++;
+    if (th->ext[0] == '\0')
+        snprintf(th->ext, sizeof th->ext, "%.*s", (int)v->len, v->p);
+    return true;
 }
 
 static void handshake_input(bconn_t *c, uint8_t *p, size_t n)
@@ -386,8 +547,11 @@ static void handshake_input(bconn_t *c, uint8_t *p, size_t n)
                   (int)res.reason.len, res.reason.p);
         return;
     }
+    if (!accept_extensions(c, &res))
+        return;
     bthread_t *th = c->th;
-    ws_parser_init(&c->wp, WS_ROLE_CLIENT, MSG_MAX, WS_PARSER_SKIP_UTF8);
+    ws_parser_init(&c->wp, WS_ROLE_CLIENT, MSG_MAX,
+                   WS_PARSER_SKIP_UTF8 | (c->pmd ? WS_PARSER_ALLOW_RSV1 : 0));
     c->state = CS_HELLO;
     ctr_add(&th->st.handshakes, 1);
     ctr_set(&th->st.last_handshake_ns, th->now);
@@ -398,6 +562,107 @@ static void handshake_input(bconn_t *c, uint8_t *p, size_t n)
     free(hs);
     if (take < n)
         feed(c, p + take, n - take);
+}
+
+/* Plaintext from the broker: the upgrade response, then frames. */
+static void plain_input(bconn_t *c, uint8_t *p, size_t n)
+{
+    if (c->state == CS_HANDSHAKE)
+        handshake_input(c, p, n);
+    else
+        feed(c, p, n);
+}
+
+/* Queue the upgrade request (with the extension offer) and wait for 101. */
+static void send_upgrade(bconn_t *c)
+{
+    bthread_t *th = c->th;
+    const opts_t *o = &th->b->o;
+    uint8_t nonce[16];
+    char extra[128] = "", offer[96];
+    for (int i = 0; i < 2; i++) {
+        uint64_t r = rng_next(&th->rng);
+        memcpy(nonce + 8 * i, &r, 8);
+    }
+    wsh_make_key(nonce, c->key);
+    if (wbuf_reserve(&c->out, 1024, OUT_MAX) < 0 || (c->hs = malloc(WSH_MAX_HEAD)) == NULL) {
+        conn_fail(c, ERR_CONNECT, "out of memory");
+        return;
+    }
+    /* No context takeover from us: one deflater per thread serves all. */
+    if (o->deflate && pmd_format_offer(true, offer, sizeof offer) > 0)
+        snprintf(extra, sizeof extra, "Sec-WebSocket-Extensions: %s\r\n", offer);
+    int n = wsh_write_request((char *)c->out.p + c->out.len, c->out.cap - c->out.len, o->hostport,
+                              o->target, c->key, extra[0] ? extra : NULL);
+    if (n < 0) {
+        conn_fail(c, ERR_HANDSHAKE, "request does not fit: %s", ws_strerror(n));
+        return;
+    }
+    c->out.len += (size_t)n;
+    c->hs_len = 0;
+    c->hs_scanned = 0;
+    c->state = CS_HANDSHAKE;
+    mark_dirty(c);
+}
+
+/* wss: drive the handshake; once done, send the upgrade request. */
+static void tls_handshake(bconn_t *c)
+{
+    char err[160];
+    int r = SSL_do_handshake(c->ssl);
+    mark_dirty(c); /* whatever the handshake wrote */
+    if (r == 1) {
+        bthread_t *th = c->th;
+        if (th->tls_version[0] == '\0')
+            snprintf(th->tls_version, sizeof th->tls_version, "%s", SSL_get_version(c->ssl));
+        send_upgrade(c);
+        return;
+    }
+    if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ)
+        return;
+    long v = SSL_get_verify_result(c->ssl);
+    if (!c->th->b->o.insecure && v != X509_V_OK) {
+        ERR_clear_error();
+        conn_fail(c, ERR_HANDSHAKE, "TLS: certificate not accepted: %s",
+                  X509_verify_cert_error_string(v));
+    } else {
+        conn_fail(c, ERR_HANDSHAKE, "TLS handshake: %s", ssl_error(err, sizeof err));
+    }
+}
+
+/* wss: ciphertext in the thread's read buffer into OpenSSL, and the
+ * plaintext it yields back into that buffer (already copied out). */
+static void tls_input(bconn_t *c, size_t n)
+{
+    bthread_t *th = c->th;
+    char err[160];
+    if (BIO_write(c->rbio, th->rbuf, (int)n) != (int)n) {
+        conn_fail(c, ERR_IO, "out of memory for TLS input");
+        return;
+    }
+    if (c->state == CS_TLS) {
+        tls_handshake(c);
+        if (c->state != CS_HANDSHAKE)
+            return;
+    }
+    while (c->state != CS_DEAD && !c->got_close) {
+        int r = SSL_read(c->ssl, th->rbuf, (int)th->rbuf_cap);
+        if (r > 0) {
+            plain_input(c, th->rbuf, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            conn_abort(c); /* close_notify: the broker is done */
+            return;
+        }
+        conn_fail(c, ERR_IO, "TLS read: %s", ssl_error(err, sizeof err));
+        return;
+    }
+    if (c->state != CS_DEAD && BIO_ctrl_pending(c->wbio) > 0)
+        mark_dirty(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -418,19 +683,47 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_fail(c, ERR_IO, "read: %s", uv_strerror((int)nread));
         return;
     }
-    if (c->state == CS_HANDSHAKE)
-        handshake_input(c, (uint8_t *)buf->base, (size_t)nread);
+    if (c->ssl != NULL)
+        tls_input(c, (size_t)nread);
     else
-        feed(c, (uint8_t *)buf->base, (size_t)nread);
+        plain_input(c, (uint8_t *)buf->base, (size_t)nread);
     scen_after_read(th);
+}
+
+/* wss: a session with SNI (names only) and the name or address check. */
+static bool tls_start(bconn_t *c)
+{
+    const bench_t *b = c->th->b;
+    const opts_t *o = &b->o;
+    char err[160];
+    c->ssl = SSL_new(b->tls_ctx);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
+        BIO_free(c->rbio);
+        BIO_free(c->wbio);
+        conn_fail(c, ERR_CONNECT, "out of memory for a TLS session");
+        return false;
+    }
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_connect_state(c->ssl);
+    bool ok = SSL_set_alpn_protos(c->ssl, (const unsigned char *)"\x08http/1.1", 9) == 0;
+    if (ok && !o->host_is_ip)
+        ok = SSL_set_tlsext_host_name(c->ssl, o->host) == 1;
+    if (ok && !o->insecure)
+        ok = o->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o->host) == 1
+                           : SSL_set1_host(c->ssl, o->host) == 1;
+    if (!ok) {
+        conn_fail(c, ERR_CONNECT, "TLS setup: %s", ssl_error(err, sizeof err));
+        return false;
+    }
+    return true;
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
     bconn_t *c = req->data;
     bthread_t *th = c->th;
-    const opts_t *o = &th->b->o;
-    uint8_t nonce[16];
 
     if (c->state != CS_CONNECTING)
         return;
@@ -439,29 +732,19 @@ static void on_connect(uv_connect_t *req, int status)
         conn_fail(c, ERR_CONNECT, "connect: %s", uv_strerror(status));
         return;
     }
-    for (int i = 0; i < 2; i++) {
-        uint64_t r = rng_next(&th->rng);
-        memcpy(nonce + 8 * i, &r, 8);
-    }
-    wsh_make_key(nonce, c->key);
-    if (wbuf_reserve(&c->out, 1024, OUT_MAX) < 0 || (c->hs = malloc(WSH_MAX_HEAD)) == NULL) {
-        conn_fail(c, ERR_CONNECT, "out of memory");
-        return;
-    }
-    int n = wsh_write_request((char *)c->out.p + c->out.len, c->out.cap - c->out.len, o->hostport,
-                              o->target, c->key, NULL);
-    if (n < 0) {
-        conn_fail(c, ERR_HANDSHAKE, "request does not fit: %s", ws_strerror(n));
-        return;
-    }
-    c->out.len += (size_t)n;
-    c->hs_len = 0;
-    c->hs_scanned = 0;
-    c->state = CS_HANDSHAKE;
-    mark_dirty(c);
     int r = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, on_read);
-    if (r < 0)
+    if (r < 0) {
         conn_fail(c, ERR_IO, "read start: %s", uv_strerror(r));
+        return;
+    }
+    if (!th->b->o.tls) {
+        send_upgrade(c);
+        return;
+    }
+    if (!tls_start(c))
+        return;
+    c->state = CS_TLS;
+    tls_handshake(c);
 }
 
 void conn_start(bconn_t *c)

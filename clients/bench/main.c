@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,6 +27,8 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include "bench.h"
 
@@ -59,7 +62,14 @@ static void usage(FILE *f)
           "  selftest  check the histogram, message parsing and payload code, then exit\n"
           "\n"
           "Options (defaults in brackets):\n"
-          "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws]; only ws://\n"
+          "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws], or wss://\n"
+          "                        for TLS\n"
+          "  --cafile FILE         wss://: trust the CA certificates in FILE (PEM)\n"
+          "                        instead of the system's\n"
+          "  --insecure            wss://: do not verify the broker's certificate or name\n"
+          "                        (self-signed test setups)\n"
+          "  --deflate             offer permessage-deflate; when the broker accepts,\n"
+          "                        publishes are compressed too (each on its own)\n"
           "  --duration S          measured window, seconds [10]\n"
           "  --warmup S            publishing before the window, seconds [2]\n"
           "  --drain S             bound on waiting for acks and deliveries after the\n"
@@ -85,7 +95,8 @@ static void usage(FILE *f)
           "  --help\n"
           "\n"
           "Progress goes to stderr once a second; the result is one JSON line on\n"
-          "stdout. Exit status: 0 clean, 1 messages lost/duplicated/reordered or\n"
+          "stdout (with the TLS version and the negotiated extension). Exit status: 0 clean, 1 "
+          "messages lost/duplicated/reordered or\n"
           "connection errors, 2 could not run.\n",
           f);
 }
@@ -132,15 +143,19 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
-/* ws://host[:port][/path] -> o->host, port, hostport, target, addr. */
+/* ws[s]://host[:port][/path] -> o->host, port, hostport, target, addr. */
 static int parse_url(opts_t *o)
 {
     const char *u = o->url, *p, *h, *he;
-    if (strncmp(u, "ws://", 5) != 0) {
-        fprintf(stderr, "wsbroker-bench: --url must start with ws:// (got \"%s\")\n", u);
+    if (strncmp(u, "ws://", 5) == 0) {
+        h = u + 5;
+    } else if (strncmp(u, "wss://", 6) == 0) {
+        h = u + 6;
+        o->tls = true;
+    } else {
+        fprintf(stderr, "wsbroker-bench: --url must start with ws:// or wss:// (got \"%s\")\n", u);
         return -1;
     }
-    h = u + 5;
     if (*h == '[') {
         he = strchr(h, ']');
         if (he == NULL)
@@ -155,7 +170,11 @@ static int parse_url(opts_t *o)
         goto bad;
     memcpy(o->host, h, (size_t)(he - h));
     o->host[he - h] = '\0';
-    o->port = 80;
+    {
+        unsigned char a[16];
+        o->host_is_ip = inet_pton(AF_INET, o->host, a) == 1 || inet_pton(AF_INET6, o->host, a) == 1;
+    }
+    o->port = o->tls ? 443 : 80;
     if (*p == ':') {
         char *end;
         long port = strtol(p + 1, &end, 10);
@@ -213,6 +232,9 @@ enum {
     O_PID,
     O_RATE,
     O_REMOTE,
+    O_CAFILE,
+    O_INSECURE,
+    O_DEFLATE,
     O_HELP,
 };
 
@@ -240,6 +262,9 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
         {"broker-pid", required_argument, NULL, O_PID},
         {"rate", required_argument, NULL, O_RATE},
         {"allow-remote", no_argument, NULL, O_REMOTE},
+        {"cafile", required_argument, NULL, O_CAFILE},
+        {"insecure", no_argument, NULL, O_INSECURE},
+        {"deflate", no_argument, NULL, O_DEFLATE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -321,6 +346,15 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
             break;
         case O_REMOTE:
             o->allow_remote = true;
+            break;
+        case O_CAFILE:
+            o->cafile = optarg;
+            break;
+        case O_INSECURE:
+            o->insecure = true;
+            break;
+        case O_DEFLATE:
+            o->deflate = true;
             break;
         case 'h':
         case O_HELP:
@@ -648,7 +682,29 @@ static int report(bench_t *b, const result_t *r)
                 o->max_lag, o->duration, o->warmup);
     if (o->connect_rate > 0)
         fprintf(f, ",\"connect_rate\":%g", o->connect_rate);
+    fprintf(f, ",\"deflate\":%s", o->deflate ? "true" : "false");
     fprintf(f, "}");
+
+    /* How the connections were made: the first TLS version and negotiated
+     * extension seen (every connection of a run goes to one broker). */
+    const char *tls_version = "", *ext = "";
+    uint64_t deflate_conns = 0, zrx = 0, ztx = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
+        if (tls_version[0] == '\0')
+            tls_version = b->th[i].tls_version;
+        if (ext[0] == '\0')
+            ext = b->th[i].ext;
+        deflate_conns += b->th[i].deflate_conns;
+        zrx += b->th[i].compressed_rx;
+        ztx += b->th[i].compressed_tx;
+    }
+    fprintf(f, ",\"tls\":");
+    json_str(f, tls_version);
+    fprintf(f, ",\"extensions\":");
+    json_str(f, ext);
+    fprintf(f,
+            ",\"deflate_connections\":%llu,\"compressed_received\":%llu,\"compressed_sent\":%llu",
+            (unsigned long long)deflate_conns, (unsigned long long)zrx, (unsigned long long)ztx);
 
     fprintf(f, ",\"connections\":%zu,\"ready\":%llu,\"failed\":%llu", b->total_conns,
             (unsigned long long)(subs + pubs), (unsigned long long)SUM(b, failed));
@@ -771,6 +827,33 @@ static int report(bench_t *b, const result_t *r)
     return status;
 }
 
+/* ---- TLS ---- */
+
+/* The client context every wss:// connection shares: TLS 1.2 at least, the
+ * broker's certificate checked against --cafile or the system's store
+ * unless --insecure. */
+static int make_tls_ctx(bench_t *b)
+{
+    const opts_t *o = &b->o;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return -1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    int ok = o->cafile != NULL ? SSL_CTX_load_verify_locations(ctx, o->cafile, NULL)
+                               : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char why[160];
+        ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
+        fprintf(stderr, "wsbroker-bench: cannot load %s: %s\n",
+                o->cafile != NULL ? o->cafile : "the system's CA certificates", why);
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    SSL_CTX_set_verify(ctx, o->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    b->tls_ctx = ctx;
+    return 0;
+}
+
 /* ---- Run ---- */
 
 static void run(bench_t *b, result_t *r)
@@ -891,6 +974,8 @@ int main(int argc, char **argv)
     snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(getpid() ^ (now_ns() >> 10)));
     if (scen_plan(b) < 0)
         return 2;
+    if (b->o.tls && make_tls_ctx(b) < 0)
+        return 2;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -934,5 +1019,6 @@ int main(int argc, char **argv)
         thr_free(&b->th[i]);
     free(b->th);
     free(b->topics);
+    SSL_CTX_free(b->tls_ctx);
     return status;
 }

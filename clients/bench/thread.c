@@ -142,6 +142,8 @@ int thr_init(bthread_t *th)
     th->rng |= 1;
     if (th->rbuf == NULL || th->data == NULL || th->scratch == NULL || th->dirty == NULL)
         return -1;
+    if (b->o.deflate && pmd_inflater_init(&th->inf, true) != PMD_OK)
+        return -1;
     return 0;
 }
 
@@ -154,6 +156,10 @@ void thr_main(void *arg)
 
 void thr_free(bthread_t *th)
 {
+    pmd_inflater_end(&th->inf);
+    pmd_deflater_end(&th->def);
+    free(th->ibuf.buf);
+    free(th->zbuf);
     free(th->rbuf);
     free(th->data);
     free(th->scratch);

@@ -77,3 +77,31 @@ void cli_strip_retry(const char *detail, char *out, unsigned cap)
     memcpy(out, detail, n);
     out[n] = '\0';
 }
+
+const char *cli_hint(int err, const char *detail)
+{
+    if (err == WSC_E_TLS &&
+        (strstr(detail, "not trusted") != NULL || strstr(detail, "not valid for") != NULL))
+        return " (--cafile FILE trusts the CA that signed it; --insecure skips the check, for "
+               "test setups only)";
+    if (err == WSC_E_HANDSHAKE && strstr(detail, "HTTP 401") != NULL)
+        return " (give a token with --token or WSBROKER_TOKEN)";
+    return "";
+}
+
+bool cli_conn_option(int ch, const char *arg, wsc_options_t *o)
+{
+    switch (ch) {
+    case CLI_OPT_CAFILE:
+        o->ca_file = arg;
+        return true;
+    case CLI_OPT_INSECURE:
+        o->insecure = true;
+        return true;
+    case CLI_OPT_NO_DEFLATE:
+        o->deflate = false;
+        return true;
+    default:
+        return false;
+    }
+}

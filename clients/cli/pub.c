@@ -31,6 +31,7 @@ typedef struct app {
     wsc_client_t *c;
     const char *topic;
     bool json;
+    bool verbose;
     unsigned timeout_ms;
     uv_timer_t timer; /* waiting for the broker */
     bool open;
@@ -56,16 +57,15 @@ static app_t app;
 static void usage(void)
 {
     printf("Usage: wsbroker-pub [OPTION]... URL TOPIC [DATA]\n"
-           "Publish DATA to TOPIC on the wsbroker at URL (ws://host:port/ws) and wait\n"
-           "until the broker has acknowledged it. Without DATA, or with DATA '-', publish\n"
-           "one message per line of standard input (empty lines are skipped).\n"
+           "Publish DATA to TOPIC on the wsbroker at URL (ws://host:port/ws, or\n"
+           "wss://host:port/ws for TLS) and wait until the broker has acknowledged it.\n"
+           "Without DATA, or with DATA '-', publish one message per line of standard\n"
+           "input (empty lines are skipped).\n"
            "\n"
            "Each message is sent as a JSON string, unless --json is given.\n"
            "\n"
            "  -j, --json           DATA (or each line) is a JSON value, sent as is;\n"
-           "                       invalid JSON is an error\n"
-           "  -t, --token TOKEN    send 'Authorization: Bearer TOKEN' (default: the\n"
-           "                       WSBROKER_TOKEN environment variable, if set)\n"
+           "                       invalid JSON is an error\n" CLI_CONN_HELP
            "  -w, --timeout S      give up when connecting, or waiting for an\n"
            "                       acknowledgement, takes longer than S seconds\n"
            "                       (default 10)\n"
@@ -79,7 +79,9 @@ static void usage(void)
            "Examples:\n"
            "  wsbroker-pub ws://localhost:8080/ws chat.lobby 'hello'\n"
            "  wsbroker-pub --json ws://localhost:8080/ws sensors.t1 '{\"celsius\":21.5}'\n"
-           "  tail -f app.log | wsbroker-pub ws://localhost:8080/ws logs.app\n");
+           "  tail -f app.log | wsbroker-pub ws://localhost:8080/ws logs.app\n"
+           "  WSBROKER_TOKEN=$(wsbroker token --secret S --publish 'chat.>') \\\n"
+           "    wsbroker-pub --cafile ca.pem wss://broker.example:8443/ws chat.lobby hi\n");
     exit(CLI_OK);
 }
 
@@ -162,16 +164,17 @@ static void on_ack(wsc_client_t *c, const wsc_result_t *r, void *user)
 static void on_state(wsc_client_t *c, wsc_state_t st, int err, const char *detail, void *user)
 {
     (void)c;
-    (void)err;
     (void)user;
     if (st == WSC_OPEN) {
         app.open = true;
+        if (app.verbose)
+            cli_msg("%s", detail);
         update_timer(true);
     } else if (st == WSC_CLOSED && !app.finished) {
         if (app.open)
             cli_msg("connection lost: %s", detail);
         else
-            cli_msg("cannot connect: %s", detail);
+            cli_msg("cannot connect: %s%s", detail, cli_hint(err, detail));
         app.conn_failed = true;
         app.open = false;
         finish(CLI_FAIL);
@@ -327,21 +330,33 @@ static void start_read(void)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},          {"token", required_argument, NULL, 't'},
-        {"timeout", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+        {"json", no_argument, NULL, 'j'},
+        {"token", required_argument, NULL, 't'},
+        {"timeout", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        CLI_CONN_OPTIONS,
+        {NULL, 0, NULL, 0},
     };
     const char *token = getenv("WSBROKER_TOKEN");
+    wsc_options_t o;
+    wsc_error_t err;
     int ch;
     cli_init("wsbroker-pub");
+    wsc_options_init(&o);
     app.timeout_ms = 10000;
-    while ((ch = getopt_long(argc, argv, "jt:w:hV", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "jt:w:vhV", opts, NULL)) != -1) {
+        if (cli_conn_option(ch, optarg, &o))
+            continue;
         switch (ch) {
         case 'j':
             app.json = true;
             break;
         case 't':
             token = optarg;
+            break;
+        case 'v':
+            app.verbose = true;
             break;
         case 'w':
             app.timeout_ms = cli_seconds("--timeout", optarg);
@@ -372,9 +387,6 @@ int main(int argc, char **argv)
     app.loop = uv_default_loop();
     uv_timer_init(app.loop, &app.timer);
 
-    wsc_options_t o;
-    wsc_error_t err;
-    wsc_options_init(&o);
     o.token = token;
     o.reconnect = false;
     o.connect_timeout_ms = app.timeout_ms;

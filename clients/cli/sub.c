@@ -30,8 +30,10 @@ typedef struct app {
     wsc_client_t *c;
     fmt_t fmt;
     uint64_t count, received;
+    uint64_t since; /* --since */
     bool has_count;
     bool quiet;
+    bool verbose;
     bool has_deadline;
     unsigned timeout_ms;
     uv_timer_t deadline;
@@ -48,9 +50,9 @@ static app_t app;
 static void usage(void)
 {
     printf("Usage: wsbroker-sub [OPTION]... URL PATTERN...\n"
-           "Subscribe to each PATTERN on the wsbroker at URL (ws://host:port/ws) and\n"
-           "print one line per message. Patterns: 'chat.lobby', 'chat.*' (one segment),\n"
-           "'chat.>' (one or more segments).\n"
+           "Subscribe to each PATTERN on the wsbroker at URL (ws://host:port/ws, or\n"
+           "wss://host:port/ws for TLS) and print one line per message. Patterns:\n"
+           "'chat.lobby', 'chat.*' (one segment), 'chat.>' (one or more segments).\n"
            "\n"
            "  -F, --format FMT     data (default): the message's data; a JSON string\n"
            "                       is printed as its text, other values as JSON;\n"
@@ -58,14 +60,16 @@ static void usage(void)
            "                       topic: the topic, a TAB, then the data as above\n"
            "  -c, --count N        exit after N messages\n"
            "      --last N         have the broker replay up to N retained messages of\n"
-           "                       each topic first\n"
+           "                       each matching topic first (needs a broker started\n"
+           "                       with --history)\n"
            "      --since S        have the broker replay retained messages after seq S\n"
-           "                       (concrete topics only)\n"
-           "      --epoch E        the epoch S belongs to\n"
+           "                       (concrete topics only); a notice says when some of\n"
+           "                       them are no longer retained\n"
+           "      --epoch E        the epoch S belongs to (from an earlier subscription;\n"
+           "                       another epoch means the seqs restarted)\n"
            "      --no-reconnect   exit 1 when the connection is lost (default: reconnect\n"
-           "                       and subscribe again, with backoff)\n"
-           "  -t, --token TOKEN    send 'Authorization: Bearer TOKEN' (default: the\n"
-           "                       WSBROKER_TOKEN environment variable, if set)\n"
+           "                       and subscribe again, with backoff; concrete topics\n"
+           "                       resume after the last seq received)\n" CLI_CONN_HELP
            "  -w, --timeout S      give up if not connected within S seconds (default\n"
            "                       10); when given, also stop after S seconds in all:\n"
            "                       exit 0, or 1 if --count messages have not all arrived\n"
@@ -81,7 +85,8 @@ static void usage(void)
            "Examples:\n"
            "  wsbroker-sub ws://localhost:8080/ws 'chat.>'\n"
            "  wsbroker-sub --format topic ws://localhost:8080/ws 'sensors.*' 'alerts.>'\n"
-           "  wsbroker-sub --count 1 --timeout 5 ws://localhost:8080/ws jobs.done\n");
+           "  wsbroker-sub --count 1 --timeout 5 ws://localhost:8080/ws jobs.done\n"
+           "  wsbroker-sub --last 10 --cafile ca.pem wss://broker.example:8443/ws 'chat.>'\n");
     exit(CLI_OK);
 }
 
@@ -183,7 +188,6 @@ static void on_state(wsc_client_t *c, wsc_state_t st, int err, const char *detai
 {
     char text[512];
     (void)c;
-    (void)err;
     (void)user;
     if (app.finished)
         return;
@@ -191,19 +195,22 @@ static void on_state(wsc_client_t *c, wsc_state_t st, int err, const char *detai
     case WSC_OPEN:
         if (app.ever_open && !app.quiet)
             cli_msg("reconnected (%s)", detail);
+        else if (!app.ever_open && app.verbose)
+            cli_msg("%s", detail);
         app.ever_open = true;
         break;
     case WSC_RECONNECTING:
         if (!app.ever_open) {
             cli_strip_retry(detail, text, sizeof(text));
-            cli_msg("cannot connect: %s", text);
+            cli_msg("cannot connect: %s%s", text, cli_hint(err, text));
             finish(CLI_FAIL);
         } else if (!app.quiet) {
             cli_msg("%s", detail);
         }
         break;
     case WSC_CLOSED:
-        cli_msg("%s: %s", app.ever_open ? "connection lost" : "cannot connect", detail);
+        cli_msg("%s: %s%s", app.ever_open ? "connection lost" : "cannot connect", detail,
+                app.ever_open ? "" : cli_hint(err, detail));
         finish(CLI_FAIL);
         break;
     case WSC_CONNECTING:
@@ -215,8 +222,18 @@ static void on_subscribed(wsc_client_t *c, const wsc_result_t *r, void *user)
 {
     (void)c;
     (void)user;
-    if (app.finished || r->err == WSC_OK)
+    if (app.finished)
         return;
+    if (r->err == WSC_OK) {
+        if (r->recovered == 0 && !app.quiet)
+            cli_msg("'%s': the broker cannot replay everything after seq %llu (the topic is "
+                    "at seq %llu, epoch %s)",
+                    r->topic, (unsigned long long)app.since, (unsigned long long)r->seq, r->epoch);
+        else if (app.verbose && r->epoch[0] != '\0')
+            cli_msg("'%s': subscribed at seq %llu, epoch %s", r->topic, (unsigned long long)r->seq,
+                    r->epoch);
+        return;
+    }
     if (r->err == WSC_E_BROKER)
         cli_msg("the broker refused the subscription to '%s': %s: %s", r->topic, r->code,
                 r->message);
@@ -303,15 +320,21 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     wsc_sub_opts_t so = WSC_SUB_OPTS_INIT;
     const char *token = getenv("WSBROKER_TOKEN");
     bool reconnect = true;
     unsigned timeout_ms = 10000;
+    wsc_options_t o;
+    wsc_error_t err;
     int ch;
     cli_init("wsbroker-sub");
-    while ((ch = getopt_long(argc, argv, "F:c:t:w:qhV", opts, NULL)) != -1) {
+    wsc_options_init(&o);
+    while ((ch = getopt_long(argc, argv, "F:c:t:w:qvhV", opts, NULL)) != -1) {
+        if (cli_conn_option(ch, optarg, &o))
+            continue;
         switch (ch) {
         case 'F':
             if (strcmp(optarg, "data") == 0)
@@ -334,6 +357,7 @@ int main(int argc, char **argv)
             break;
         case OPT_SINCE:
             so.since = (int64_t)cli_uint("--since", optarg);
+            app.since = (uint64_t)so.since;
             break;
         case OPT_EPOCH:
             so.epoch = optarg;
@@ -350,6 +374,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             app.quiet = true;
+            break;
+        case 'v':
+            app.verbose = true;
             break;
         case 'h':
             usage();
@@ -381,9 +408,6 @@ int main(int argc, char **argv)
     if (app.has_deadline)
         uv_timer_start(&app.deadline, on_deadline, timeout_ms, 0);
 
-    wsc_options_t o;
-    wsc_error_t err;
-    wsc_options_init(&o);
     o.token = token;
     o.reconnect = reconnect;
     o.connect_timeout_ms = timeout_ms;

@@ -56,6 +56,13 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} [outboxLimit=100] publishes kept while offline; more
  *   reject at once with code `outbox_full`
  * @property {string|string[]} [protocols='wsbroker.v1'] WebSocket subprotocols offered
+ * @property {boolean|string} [persist] keep the last seq and epoch of every
+ *   concrete topic in `storage` (sessionStorage by default) under this name
+ *   (`true`: "default"), so that a client made after a page reload resumes
+ *   each such subscription with `since`/`epoch` and receives exactly what it
+ *   missed (when the broker still retains it; else a `stale` event)
+ * @property {Storage} [storage] where `persist` keeps its state (defaults to
+ *   the global sessionStorage)
  * @property {typeof WebSocket} [WebSocket] WebSocket constructor to use
  *   (defaults to the global one)
  */
@@ -227,10 +234,13 @@ export class Subscription {
  *   (or never came up); the next attempt starts in `delay` ms.
  * - `closed` `{code, reason}`: the client is closed for good.
  * - `statechange` `{state, previous}`: any of the four changes above.
- * - `stale` `{topic, since, epoch, currentEpoch, seq}`: a resubscription
- *   could not recover the messages after `since` (`recovered: false`):
- *   the broker restarted with a new epoch, or they left its history.
- *   Whatever the application derived from that topic may be out of date.
+ * - `stale` `{topic, since, epoch, currentEpoch, seq}`: a subscription that
+ *   asked for the messages after `since` (a resubscription after a
+ *   reconnect, one resumed from `persist` state after a reload, or one given
+ *   `since`) could not get them all (`recovered: false`): the broker
+ *   restarted with a new epoch, or they left its history. Whatever the
+ *   application derived from that topic may be out of date; the messages
+ *   still retained (in the same epoch) follow.
  * - `error` `{code, message, topic?}`: the broker reported an error not tied
  *   to a pending Promise (a failed subscription, an error without id).
  */
@@ -262,6 +272,13 @@ export class Client extends EventTarget {
     this._generation = 0;
     this._lastUrl = null;
     this._everOpen = false;
+    this._persist = null; // {prefix, storage} with the persist option
+    if (options.persist) {
+      const storage = options.storage || (typeof sessionStorage !== 'undefined' ? sessionStorage : null);
+      if (!storage) throw new TypeError('connect(): persist needs a storage (no sessionStorage here)');
+      const name = options.persist === true ? 'default' : String(options.persist);
+      this._persist = { prefix: `wsbroker.resume.${name}.`, storage };
+    }
     buildUrl(url, null); // throws now on a URL that can never work
     this._onOnline = () => {
       // The network is back: retry now instead of at the end of the backoff.
@@ -346,7 +363,9 @@ export class Client extends EventTarget {
    * @param {object} [options]
    * @param {number} [options.last] replay up to this many retained messages first
    * @param {number} [options.since] concrete topics only: replay retained
-   *   messages with a higher seq (resuming from a seq saved earlier)
+   *   messages with a higher seq (resuming from a seq saved earlier); with
+   *   the client's `persist` option, the saved seq of a concrete topic is
+   *   used when this is not given
    * @param {string} [options.epoch] epoch that `since` belongs to
    * @returns {Subscription}
    */
@@ -357,13 +376,19 @@ export class Client extends EventTarget {
     let entry = this._subs.get(pattern);
     if (!entry) {
       const wildcard = isPattern(pattern);
+      let since = Number.isInteger(options.since) ? options.since : null;
+      let epoch = typeof options.epoch === 'string' ? options.epoch : null;
+      if (since === null && !wildcard) {
+        const saved = this._recall(pattern);
+        if (saved) ({ seq: since, epoch } = saved);
+      }
       entry = {
         pattern,
         wildcard,
         handlers: new Set(),
-        since: Number.isInteger(options.since) ? options.since : null, // the caller's, first subscribe only
-        seq: !wildcard && Number.isInteger(options.since) ? options.since : null,
-        epoch: typeof options.epoch === 'string' ? options.epoch : null,
+        since, // the caller's (or the persisted one), first subscribe only
+        seq: !wildcard && since !== null ? since : null,
+        epoch,
         last: Number.isInteger(options.last) ? options.last : null,
         fresh: true, // no ack yet: `last`/user `since` apply
         awaiting: null, // id of the subscribe request in flight
@@ -495,6 +520,32 @@ export class Client extends EventTarget {
     const u = new URL(this._lastUrl);
     if (u.searchParams.has('token')) u.searchParams.set('token', 'redacted');
     return u.toString();
+  }
+
+  /** Persisted {seq, epoch} of a concrete topic, or null. */
+  _recall(topic) {
+    if (!this._persist) return null;
+    try {
+      const v = JSON.parse(this._persist.storage.getItem(this._persist.prefix + topic));
+      if (v && Number.isInteger(v.seq) && v.seq >= 0) {
+        return { seq: v.seq, epoch: typeof v.epoch === 'string' ? v.epoch : null };
+      }
+    } catch (e) {
+      // unreadable or unavailable storage: start without
+    }
+    return null;
+  }
+
+  /** Persist what a concrete subscription has seen (or forget it: null). */
+  _remember(entry, forget = false) {
+    if (!this._persist || entry.wildcard) return;
+    const key = this._persist.prefix + entry.pattern;
+    try {
+      if (forget) this._persist.storage.removeItem(key);
+      else if (entry.seq !== null) this._persist.storage.setItem(key, JSON.stringify({ seq: entry.seq, epoch: entry.epoch }));
+    } catch (e) {
+      // storage full or disabled: resuming after a reload will not work
+    }
   }
 
   _emit(type, detail) {
@@ -671,6 +722,7 @@ export class Client extends EventTarget {
       const base = ack.recovered === true ? entry.seq || 0 : ack.seq;
       entry.seq = Math.max(base, entry.pendingSeq || 0);
       if (typeof ack.epoch === 'string') entry.epoch = ack.epoch;
+      this._remember(entry);
     }
     entry.pendingSeq = null;
     if (ack.recovered === false) {
@@ -695,6 +747,7 @@ export class Client extends EventTarget {
       return;
     }
     if (this._subs.get(entry.pattern) === entry) this._subs.delete(entry.pattern);
+    this._remember(entry, true);
     for (const sub of entry.handlers) sub._active = false;
     entry.settle.reject(err);
     this._emit('error', { code: err.code, message: err.message, topic: entry.pattern });
@@ -704,6 +757,7 @@ export class Client extends EventTarget {
     entry.handlers.delete(sub);
     if (entry.handlers.size > 0 || this._subs.get(entry.pattern) !== entry) return;
     this._subs.delete(entry.pattern);
+    this._remember(entry, true);
     entry.awaiting = null;
     if (this._state === 'open' && this._ws) {
       const id = this._nextId++;
@@ -796,8 +850,12 @@ export class Client extends EventTarget {
     const targets = [];
     for (const entry of this._subs.values()) {
       if (!entry.wildcard && entry.pattern === topic && Number.isInteger(seq)) {
-        if (entry.awaiting !== null) entry.pendingSeq = Math.max(entry.pendingSeq || 0, seq);
-        else entry.seq = Math.max(entry.seq || 0, seq);
+        if (entry.awaiting !== null) {
+          entry.pendingSeq = Math.max(entry.pendingSeq || 0, seq);
+        } else if (seq > (entry.seq || 0)) {
+          entry.seq = seq;
+          this._remember(entry);
+        }
       }
       if (entry.pattern === topic || (entry.wildcard && topicMatches(entry.pattern, topic))) {
         for (const sub of entry.handlers) targets.push(sub);

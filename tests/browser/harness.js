@@ -1,14 +1,18 @@
 // Shared helpers for the browser tests: a broker process on a free loopback
 // port, and Debian's Chromium driven by playwright-core with a fresh profile.
 // Everything talks to 127.0.0.1 only, and every wait is bounded.
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+
+const run = promisify(execFile);
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const brokerBin = path.resolve(repoRoot, process.env.WSBROKER_BIN || 'build-test/broker/wsbroker');
@@ -51,6 +55,43 @@ export function freePort() {
   });
 }
 
+/**
+ * Certificates for the TLS tests, made once per test file with the openssl
+ * command (tests/clients/make_certs.sh): `dir` holds ca.pem, server.pem/.key
+ * (localhost and 127.0.0.1, signed by the CA) and self.pem/.key; `spki` is
+ * the base64 SHA-256 of server.pem's public key, which Chromium is told to
+ * accept (--ignore-certificate-errors-spki-list) instead of every
+ * certificate error.
+ */
+let certsPromise = null;
+export function testCerts() {
+  if (!certsPromise) {
+    certsPromise = (async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'wsbroker-certs-'));
+      await run('bash', [path.join(repoRoot, 'tests/clients/make_certs.sh'), dir]);
+      const cert = new X509Certificate(await readFile(path.join(dir, 'server.pem')));
+      const der = cert.publicKey.export({ type: 'spki', format: 'der' });
+      const spki = createHash('sha256').update(der).digest('base64');
+      return { dir, spki, ca: await readFile(path.join(dir, 'ca.pem')) };
+    })();
+  }
+  return certsPromise;
+}
+
+/** Remove the certificates made by testCerts (if any). */
+export async function removeCerts() {
+  if (!certsPromise) return;
+  const { dir } = await certsPromise;
+  certsPromise = null;
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** `wsbroker token --secret secret args...`: a token for the tests. */
+export async function mintToken(secret, args) {
+  const { stdout } = await run(brokerBin, ['token', '--secret', secret, ...args]);
+  return stdout.trim();
+}
+
 async function healthy(port) {
   try {
     const res = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) });
@@ -66,9 +107,17 @@ async function healthy(port) {
  * for the exit.
  */
 export class Broker {
-  constructor(port, extraArgs = []) {
+  /**
+   * @param {number} port plain port
+   * @param {string[]} extraArgs more broker options
+   * @param {{tlsPort?: number, certDir?: string}} [tls] a TLS listener on
+   *   tlsPort with server.pem/.key from certDir
+   */
+  constructor(port, extraArgs = [], tls = {}) {
     this.port = port;
     this.extraArgs = extraArgs;
+    this.tlsPort = tls.tlsPort || 0;
+    this.certDir = tls.certDir || null;
     this.proc = null;
     this.log = '';
   }
@@ -81,11 +130,28 @@ export class Broker {
     return `ws://127.0.0.1:${this.port}/ws`;
   }
 
+  get httpsUrl() {
+    return `https://127.0.0.1:${this.tlsPort}`;
+  }
+
+  get wssUrl() {
+    return `wss://127.0.0.1:${this.tlsPort}/ws`;
+  }
+
+  /** The same broker (ports, options, certificate) as a new process. */
+  again() {
+    return new Broker(this.port, this.extraArgs, { tlsPort: this.tlsPort, certDir: this.certDir });
+  }
+
   async start() {
     if (!existsSync(brokerBin)) {
       throw new Error(`broker binary not found at ${brokerBin} (build it, or set WSBROKER_BIN)`);
     }
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--workers', '2', '--log-level', 'warn', ...this.extraArgs];
+    if (this.tlsPort) {
+      args.push('--tls-port', String(this.tlsPort), '--tls-cert', path.join(this.certDir, 'server.pem'),
+        '--tls-key', path.join(this.certDir, 'server.key'));
+    }
     const proc = spawn(brokerBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     const keep = (chunk) => {
@@ -141,11 +207,16 @@ export class Broker {
   }
 }
 
-/** Start a broker on a fresh free port, retrying if another process grabs the port first. */
-export async function startBroker(extraArgs = []) {
+/**
+ * Start a broker on a fresh free port, retrying if another process grabs the
+ * port first. With `{tls: true}` it also listens for wss:// and https:// on
+ * a second port, with the certificate of testCerts().
+ */
+export async function startBroker(extraArgs = [], { tls = false } = {}) {
   let lastErr;
   for (let i = 0; i < 5; i++) {
-    const b = new Broker(await freePort(), extraArgs);
+    const t = tls ? { tlsPort: await freePort(), certDir: (await testCerts()).dir } : {};
+    const b = new Broker(await freePort(), extraArgs, t);
     try {
       return await b.start();
     } catch (e) {
@@ -156,19 +227,22 @@ export async function startBroker(extraArgs = []) {
 }
 
 /**
- * Launch Debian's Chromium with a fresh profile directory. Returns the
+ * Launch Debian's Chromium with a fresh profile directory (`trustTestCert`:
+ * accepting the key of the testCerts() certificate). Returns the
  * persistent context (its pages share the profile), `newContext()` for
  * isolated extra contexts, and `close()` that removes the profile.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ trustTestCert = false } = {}) {
   if (!existsSync(chromiumPath)) {
     throw new Error(`${chromiumPath} not found: apt-get install -y chromium`);
   }
   const profile = await mkdtemp(path.join(os.tmpdir(), 'wsbroker-chromium-'));
+  // Trust exactly the test certificate's key, not every certificate.
+  const extraArgs = trustTestCert ? [`--ignore-certificate-errors-spki-list=${(await testCerts()).spki}`] : [];
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: chromiumPath,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
     viewport: { width: 1280, height: 800 },
     timeout: 30000,
   });
@@ -193,15 +267,16 @@ export async function launchBrowser() {
 }
 
 /**
- * Open a page on the broker's origin with wsbroker.js loaded as `window.wsb`.
+ * Open a page on the broker's origin (its https:// origin with `https`)
+ * with wsbroker.js loaded as `window.wsb`.
  * The page is the module's own URL (a plain-text document): it must be a
  * real response from 127.0.0.1, because Chromium's local network access
  * checks block WebSockets to loopback from pages of unknown origin (such
  * as a routed or about:blank page).
  */
-export async function openLibPage(context, broker) {
+export async function openLibPage(context, broker, { https = false } = {}) {
   const page = await context.newPage();
-  await page.goto(`${broker.url}/wsbroker.js`);
+  await page.goto(`${https ? broker.httpsUrl : broker.url}/wsbroker.js`);
   await page.evaluate(async () => {
     window.wsb = await import('/wsbroker.js');
   });

@@ -220,10 +220,20 @@ case_usage() {
   expect_status 2 "$SUB" --count 0 ws://127.0.0.1:1/ws t
   expect_status 2 "$SUB" --count x ws://127.0.0.1:1/ws t
   expect_status 2 "$SUB" --epoch e ws://127.0.0.1:1/ws t
+  expect_status 2 "$PUB" --cafile
+  expect_status 2 "$SUB" --since x ws://127.0.0.1:1/ws t
+  expect_status 2 "$PUB" https://127.0.0.1:1/ws t x
+  expect_err "wss://"
   expect_status 0 "$PUB" --help
   grep -q "^Usage: wsbroker-pub" "$WORK/cmd.out" || fail "pub --help"
+  for opt in --cafile --insecure --no-deflate --token --verbose wss://; do
+    grep -q -- "$opt" "$WORK/cmd.out" || fail "pub --help lacks $opt"
+  done
   expect_status 0 "$SUB" --help
   grep -q "^Usage: wsbroker-sub" "$WORK/cmd.out" || fail "sub --help"
+  for opt in --cafile --insecure --no-deflate --token --verbose --last --since --epoch wss://; do
+    grep -q -- "$opt" "$WORK/cmd.out" || fail "sub --help lacks $opt"
+  done
   expect_status 0 "$PUB" --version
   grep -q "^wsbroker-pub (wsbroker) [0-9]" "$WORK/cmd.out" || fail "pub --version"
   expect_status 0 "$SUB" -V
@@ -272,6 +282,103 @@ case_reconnect() {
   grep -q "lost" "$WORK/sub.err" || fail "no notice about lost messages"
   kill -TERM "$sub"; wait "$sub"; st=$?
   [ "$st" -eq 0 ] || fail "sub exited $st on SIGTERM"
+}
+
+# wss:// with a certificate made here: --cafile, --insecure, the hint when the
+# certificate is not trusted, deflate negotiated by default and --no-deflate.
+case_tls() {
+  local here; here="$(cd "$(dirname "$0")" && pwd)"
+  bash "$here/make_certs.sh" "$WORK/certs" || fail "make_certs.sh failed"
+  local tport; tport=$("$WSC_TBTOOL" port)
+  start_broker "" --tls-port "$tport" --tls-cert "$WORK/certs/server.pem" \
+    --tls-key "$WORK/certs/server.key"
+  local wss="wss://127.0.0.1:$tport/ws" ca=(--cafile "$WORK/certs/ca.pem")
+
+  "$SUB" -v "${ca[@]}" --timeout 15 --count 2 "wss://localhost:$tport/ws" 'tls.>' \
+    >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  for _ in $(seq 100); do
+    timeout 5 "$PUB" "${ca[@]}" "$wss" tls.sync ready >/dev/null 2>&1
+    [ -s "$WORK/sub.out" ] && break
+    sleep 0.1
+  done
+  # A large message: compressed by the broker, inflated by the subscriber.
+  local big; big="$(printf '{"rows":[%s1]}' "$(printf '"row of text",%.0s' $(seq 5000))")"
+  printf '%s\n' "$big" >"$WORK/big.json"
+  timeout 10 "$PUB" -v --json "${ca[@]}" "$wss" tls.big <"$WORK/big.json" 2>"$WORK/pub.err" ||
+    fail "pub over wss exited $?"
+  grep -q "TLSv1\.[23]" "$WORK/pub.err" || fail "pub -v: $(cat "$WORK/pub.err")"
+  grep -q "permessage-deflate" "$WORK/pub.err" || fail "pub -v: no deflate: $(cat "$WORK/pub.err")"
+  wait "$sub"; local st=$?
+  [ "$st" -eq 0 ] || fail "sub over wss exited $st"
+  grep -q "connected to wss://localhost:$tport/ws.*TLSv1\.[23].*permessage-deflate" "$WORK/sub.err" ||
+    fail "sub -v: $(cat "$WORK/sub.err")"
+  tail -1 "$WORK/sub.out" | cmp -s - "$WORK/big.json" || fail "the large message arrived changed"
+
+  expect_status 0 "$PUB" -v --no-deflate "${ca[@]}" "$wss" tls.x hi
+  expect_err "TLSv1"
+  if grep -q "permessage-deflate" "$WORK/cmd.err"; then fail "--no-deflate: $(cat "$WORK/cmd.err")"; fi
+  # Not trusted without the CA: exit 1, with the way out named.
+  expect_status 1 "$PUB" "$wss" tls.x hi
+  expect_err "not trusted"
+  expect_err "--cafile"
+  expect_status 1 "$SUB" --timeout 5 "$wss" 'tls.>'
+  expect_err "not trusted"
+  expect_status 0 "$PUB" --insecure "$wss" tls.x hi
+  expect_status 0 "$PUB" "${ca[@]}" "wss://localhost:$tport/ws" tls.x hi
+  # Bad CA file: a usage error. TLS to the plain port: a TLS error.
+  expect_status 2 "$PUB" --cafile "$WORK/nope.pem" "$wss" tls.x hi
+  expect_err "cannot load the CA file"
+  expect_status 1 "$PUB" "${ca[@]}" "wss://127.0.0.1:$PORT/ws" tls.x hi
+  expect_err "TLS"
+}
+
+# Tokens (--token, WSBROKER_TOKEN) against a broker with --auth-secret.
+case_token() {
+  local secret="cli-test-secret-0123456789"
+  start_broker "" --auth-secret "$secret"
+  local tok; tok="$("$WSBROKER_BIN" token --secret "$secret" --sub cli --publish 'tok.>' \
+    --subscribe 'tok.>')" || fail "wsbroker token exited $?"
+  expect_status 1 "$PUB" "$URL" tok.a hi
+  expect_err "HTTP 401"
+  expect_err "WSBROKER_TOKEN"
+  "$SUB" --token "$tok" --timeout 15 --count 1 "$URL" 'tok.>' >"$WORK/sub.out" 2>"$WORK/sub.err" &
+  local sub=$!; BG+=("$sub")
+  for _ in $(seq 100); do
+    WSBROKER_TOKEN="$tok" timeout 5 "$PUB" "$URL" tok.a 'with a token' >/dev/null 2>&1 ||
+      fail "pub with WSBROKER_TOKEN exited $?"
+    kill -0 "$sub" 2>/dev/null || break
+    sleep 0.1
+  done
+  wait "$sub" || fail "sub with --token exited $?"
+  [ "$(cat "$WORK/sub.out")" = 'with a token' ] || fail "sub printed: $(cat "$WORK/sub.out")"
+  WSBROKER_TOKEN="$tok" expect_status 1 "$PUB" "$URL" other.a hi
+  expect_err "forbidden"
+  expect_status 1 "$SUB" --token "$tok" --timeout 5 "$URL" 'other.>'
+  expect_err "forbidden"
+}
+
+# --last, --since and --epoch against a broker with --history.
+case_history() {
+  start_broker "" --history 5
+  seq 1 8 | timeout 10 "$PUB" --json "$URL" h.t || fail "pub exited $?"
+  expect_status 0 "$SUB" --last 3 --count 3 --timeout 5 "$URL" h.t
+  [ "$(tr '\n' ' ' <"$WORK/cmd.out")" = '6 7 8 ' ] || fail "--last 3: $(cat "$WORK/cmd.out")"
+  expect_status 0 "$SUB" -v --last 1 --count 1 --timeout 5 "$URL" h.t
+  local epoch
+  epoch="$(sed -n "s/.*'h.t': subscribed at seq 8, epoch \([^ ]*\)$/\1/p" "$WORK/cmd.err")"
+  [ -n "$epoch" ] || fail "sub -v did not print the epoch: $(cat "$WORK/cmd.err")"
+  expect_status 0 "$SUB" --since 6 --epoch "$epoch" --count 2 --timeout 5 "$URL" h.t
+  [ "$(tr '\n' ' ' <"$WORK/cmd.out")" = '7 8 ' ] || fail "--since 6: $(cat "$WORK/cmd.out")"
+  if [ -s "$WORK/cmd.err" ]; then fail "--since 6: notice: $(cat "$WORK/cmd.err")"; fi
+  # 2 and 3 are gone: a notice, and what is left.
+  expect_status 0 "$SUB" --since 1 --epoch "$epoch" --count 5 --timeout 5 "$URL" h.t
+  [ "$(tr '\n' ' ' <"$WORK/cmd.out")" = '4 5 6 7 8 ' ] || fail "--since 1: $(cat "$WORK/cmd.out")"
+  expect_err "cannot replay everything after seq 1"
+  # Another epoch: nothing is replayed.
+  expect_status 0 "$SUB" --since 7 --epoch other-epoch --timeout 1 "$URL" h.t
+  [ ! -s "$WORK/cmd.out" ] || fail "another epoch replayed: $(cat "$WORK/cmd.out")"
+  expect_err "cannot replay everything after seq 7"
 }
 
 [ $# -eq 1 ] || { echo "usage: $0 CASE" >&2; exit 2; }

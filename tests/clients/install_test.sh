@@ -36,6 +36,15 @@ if grep -q "wsproto" "$prefix/include/wsbroker/client.h"; then fail "public head
 if find "$prefix" -name '*.h' | grep -v client.h | grep -q .; then fail "extra headers installed"; fi
 "$prefix/bin/wsbroker-pub" --version | grep -q "wsbroker" || fail "installed wsbroker-pub does not run"
 
+# The shared library exports exactly the functions the header declares.
+grep -Eo 'WSC_API [^;]*\b(wsc_[a-z_]+)\(' "$prefix/include/wsbroker/client.h" |
+  grep -Eo 'wsc_[a-z_]+\($' | tr -d '(' | sort -u >"$tmp/declared"
+nm -D --defined-only "$libdir/libwsbroker-client.so" | awk '$2 ~ /^[TDBR]$/ {print $3}' |
+  grep -v '^_' | sort -u >"$tmp/exported"
+diff "$tmp/declared" "$tmp/exported" >"$tmp/symbols.diff" ||
+  fail "exports differ from the header's WSC_API list (< header only, > library only): $(cat "$tmp/symbols.diff")"
+[ "$(wc -l <"$tmp/declared")" -ge 20 ] || fail "only $(wc -l <"$tmp/declared") functions declared?"
+
 flags=()
 [ -n "${WSC_CFLAGS:-}" ] && flags=(-DCMAKE_C_FLAGS="$WSC_CFLAGS" -DCMAKE_EXE_LINKER_FLAGS="$WSC_CFLAGS")
 "$WSC_CMAKE" -S "$here/consumer" -B "$tmp/build" -G "$WSC_GENERATOR" -DCMAKE_C_COMPILER="$WSC_CC" \
@@ -48,19 +57,33 @@ pkg-config --exists wsbroker-client || fail "pkg-config does not find wsbroker-c
 # shellcheck disable=SC2046
 "$WSC_CC" ${WSC_CFLAGS:-} "$here/consumer/main.c" -o "$tmp/consumer_pc" \
   $(pkg-config --cflags --libs wsbroker-client) 2>"$tmp/pc.log" || fail "pkg-config build: $(cat "$tmp/pc.log")"
+# Static: the archive plus what Requires.private names (libssl, zlib...).
+# shellcheck disable=SC2046
+"$WSC_CC" ${WSC_CFLAGS:-} "$here/consumer/main.c" -o "$tmp/consumer_pc_static" \
+  $(pkg-config --cflags wsbroker-client) "$libdir/libwsbroker-client.a" \
+  $(pkg-config --static --libs wsbroker-client | sed 's/-lwsbroker-client//') 2>"$tmp/pcs.log" ||
+  fail "pkg-config --static build: $(cat "$tmp/pcs.log")"
 
+bash "$here/make_certs.sh" "$tmp/certs" || fail "make_certs.sh failed"
 for _ in 1 2 3 4 5; do
   port="$("$WSC_TBTOOL" port)"
-  "$WSBROKER_BIN" --bind 127.0.0.1 --port "$port" --workers 1 --log-level warn >"$tmp/broker.log" 2>&1 &
+  tls_port="$("$WSC_TBTOOL" port)"
+  "$WSBROKER_BIN" --bind 127.0.0.1 --port "$port" --workers 1 --log-level warn \
+    --tls-port "$tls_port" --tls-cert "$tmp/certs/server.pem" --tls-key "$tmp/certs/server.key" \
+    >"$tmp/broker.log" 2>&1 &
   bpid=$!
   "$WSC_TBTOOL" wait "$port" 10000 && break
   kill -9 "$bpid"; wait "$bpid" 2>/dev/null; bpid=""
 done
 [ -n "$bpid" ] || fail "broker did not start"
 url="ws://127.0.0.1:$port/ws"
-for prog in "$tmp/build/consumer" "$tmp/build/consumer_static"; do
+wss="wss://127.0.0.1:$tls_port/ws"
+for prog in "$tmp/build/consumer" "$tmp/build/consumer_static" "$tmp/consumer_pc_static"; do
   out="$(timeout 20 "$prog" "$url" 2>&1)" || fail "$prog: $out"
   [[ "$out" == ok* ]] || fail "$prog printed: $out"
+  out="$(timeout 20 "$prog" "$wss" "$tmp/certs/ca.pem" 2>&1)" || fail "$prog over wss: $out"
+  [[ "$out" == "ok ("*", TLSv1."* ]] || fail "$prog over wss printed: $out"
 done
-out="$(LD_LIBRARY_PATH="$libdir" timeout 20 "$tmp/consumer_pc" "$url" 2>&1)" || fail "pkg-config build: $out"
-echo "ok: installed package used by CMake (shared, static) and pkg-config"
+out="$(LD_LIBRARY_PATH="$libdir" timeout 20 "$tmp/consumer_pc" "$wss" "$tmp/certs/ca.pem" 2>&1)" ||
+  fail "pkg-config build: $out"
+echo "ok: installed package used by CMake (shared, static) and pkg-config (shared, static), ws:// and wss://"

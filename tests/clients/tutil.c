@@ -25,6 +25,9 @@ bool tl_run_until(uv_loop_t *loop, tl_cond_fn cond, void *arg, int timeout_ms)
     tl_wait_t w = {false};
     if (cond(arg))
         return true;
+    /* The loop's clock stood still while the test blocked (starting or
+     * stopping a broker): without this the wait could end at once. */
+    uv_update_time(loop);
     uv_timer_init(loop, &t);
     t.data = &w;
     uv_timer_start(&t, on_expire, (uint64_t)timeout_ms, 0);
@@ -67,6 +70,80 @@ bool tl_drain(uv_loop_t *loop)
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     return clean;
+}
+
+/* ---- certificates, TLS brokers, tokens ---- */
+
+void tl_make_certs(tl_certs_t *t)
+{
+    char cmd[256];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->dir, sizeof(t->dir), "/tmp/wsc-certs-XXXXXX");
+    IT_ASSERT(mkdtemp(t->dir) != NULL, "mkdtemp failed");
+    snprintf(cmd, sizeof(cmd), "bash '%s' '%s'", WSC_MAKE_CERTS, t->dir);
+    IT_ASSERT(system(cmd) == 0, "%s failed (is the openssl command installed?)", cmd);
+    snprintf(t->ca, sizeof(t->ca), "%s/ca.pem", t->dir);
+    snprintf(t->cert, sizeof(t->cert), "%s/server.pem", t->dir);
+    snprintf(t->key, sizeof(t->key), "%s/server.key", t->dir);
+    snprintf(t->other_cert, sizeof(t->other_cert), "%s/other.pem", t->dir);
+    snprintf(t->other_key, sizeof(t->other_key), "%s/other.key", t->dir);
+    snprintf(t->self_cert, sizeof(t->self_cert), "%s/self.pem", t->dir);
+    snprintf(t->self_key, sizeof(t->self_key), "%s/self.key", t->dir);
+}
+
+void tl_remove_certs(tl_certs_t *t)
+{
+    char cmd[128];
+    if (t->dir[0] == '\0')
+        return;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", t->dir);
+    t->dir[0] = '\0';
+}
+
+int tl_start_tls_broker_at(it_broker_t *b, int port_, int tls_port, const char *cert,
+                           const char *key, const char *const *args, char *url, size_t cap)
+{
+    const char *argv[40] = {"--workers", "1",         "--log-level", "warn",      "--tls-cert",
+                            cert,        "--tls-key", key,           "--tls-port"};
+    char port[16];
+    size_t k = 9;
+    if (tls_port == 0)
+        tls_port = it_free_port();
+    snprintf(port, sizeof(port), "%d", tls_port);
+    argv[k++] = port;
+    for (size_t i = 0; args != NULL && args[i] != NULL; i++) {
+        IT_ASSERT(k < sizeof(argv) / sizeof(argv[0]) - 1, "too many broker arguments");
+        argv[k++] = args[i];
+    }
+    argv[k] = NULL;
+    if (port_ > 0)
+        it_broker_start_port(b, port_, argv, NULL);
+    else
+        it_broker_start_env(b, argv, NULL);
+    snprintf(url, cap, "wss://127.0.0.1:%d/ws", tls_port);
+    return tls_port;
+}
+
+const char *tl_mint_token(const char *secret, const char *const *args)
+{
+    static char out[4096];
+    char err[512];
+    const char *argv[32] = {"token", "--secret", secret};
+    size_t k = 3;
+    for (size_t i = 0; args != NULL && args[i] != NULL; i++) {
+        IT_ASSERT(k < sizeof(argv) / sizeof(argv[0]) - 1, "too many token arguments");
+        argv[k++] = args[i];
+    }
+    argv[k] = NULL;
+    int st = it_run(argv, NULL, out, sizeof(out), err, sizeof(err), 10000);
+    IT_ASSERT(st == 0, "wsbroker token exited %d: %s", st, err);
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    IT_ASSERT(n > 20 && strchr(out, '.') != NULL, "wsbroker token printed '%s'", out);
+    return out;
 }
 
 /* ---- recorder ---- */

@@ -31,6 +31,35 @@ void tl_run_for(uv_loop_t *loop, int ms);
  * run it until it is empty; fails if that takes more than 5 s. */
 bool tl_drain(uv_loop_t *loop);
 
+/* ---- certificates (tests/clients/make_certs.sh) ---- */
+
+typedef struct tl_certs {
+    char dir[64];
+    char ca[96];                        /* the test CA */
+    char cert[96], key[96];             /* signed by it: localhost, 127.0.0.1 */
+    char other_cert[96], other_key[96]; /* signed by it: other.invalid only */
+    char self_cert[96], self_key[96];   /* self-signed: localhost, 127.0.0.1 */
+} tl_certs_t;
+
+/* Make them in a new temporary directory (fails the test if it cannot). */
+void tl_make_certs(tl_certs_t *t);
+/* Delete the directory. */
+void tl_remove_certs(tl_certs_t *t);
+
+/* Start a broker (one worker, warnings only) with a TLS listener beside its
+ * plain one, using cert and key, plus args (NULL-terminated, may be NULL).
+ * The ports are free ones, or port and tls_port when not 0 (a broker
+ * started again where clients will reconnect). Returns the TLS port; url
+ * receives "wss://127.0.0.1:PORT/ws". */
+int tl_start_tls_broker_at(it_broker_t *b, int port, int tls_port, const char *cert,
+                           const char *key, const char *const *args, char *url, size_t cap);
+#define tl_start_tls_broker(b, cert, key, args, url, cap)                                          \
+    tl_start_tls_broker_at((b), 0, 0, (cert), (key), (args), (url), (cap))
+
+/* Run `wsbroker token --secret secret args...` and return its token in a
+ * static buffer (fails the test if it does not print one). */
+const char *tl_mint_token(const char *secret, const char *const *args);
+
 /* ---- a recorder of client events ---- */
 
 #define REC_MAX 256

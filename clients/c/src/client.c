@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 #include <wsproto/topic.h>
 #include <wsproto/utf8.h>
 
@@ -45,6 +47,19 @@ static void on_retry(uv_timer_t *t);
 static void send_next_subscribe(wsc_client_t *c, wsc_sub_t *s);
 
 /* ---- small helpers ---- */
+
+static bool valid_token(const char *t)
+{
+    size_t n = strlen(t);
+    if (n == 0 || n > 4096)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)t[i];
+        if (ch < 0x21 || ch > 0x7e)
+            return false;
+    }
+    return true;
+}
 
 void wsc__random(wsc_client_t *c, void *out, size_t n)
 {
@@ -93,6 +108,7 @@ static void maybe_free(wsc_client_t *c)
 {
     if (!c->closing || c->refs > 0)
         return;
+    SSL_CTX_free(c->tls_ctx);
     free(c->token);
     free(c);
 }
@@ -457,6 +473,7 @@ static void retry_or_close(wsc_client_t *c, int err, const char *detail)
     uv_timer_stop(&c->live);
     free_addrs(c);
     c->hello = false;
+    c->ext[0] = c->tls_version[0] = '\0';
     if (c->o.reconnect) {
         uint64_t rnd;
         wsc__random(c, &rnd, sizeof(rnd));
@@ -545,6 +562,33 @@ static void on_connect_timeout(uv_timer_t *t)
     retry_or_close(c, WSC_E_TIMEOUT, text);
 }
 
+/* token_cb: the token for this attempt. Returns false after failing the
+ * attempt. */
+static bool fetch_token(wsc_client_t *c)
+{
+    const char *t = c->o.token_cb(c, c->o.user);
+    if (c->closing)
+        return false;
+    if (t == NULL) {
+        retry_or_close(c, WSC_E_TOKEN, "no token for this attempt (token_cb returned NULL)");
+        return false;
+    }
+    if (!valid_token(t)) {
+        retry_or_close(c, WSC_E_TOKEN,
+                       "token_cb returned an invalid token (1-4096 printable ASCII characters "
+                       "without spaces)");
+        return false;
+    }
+    char *copy = strdup(t);
+    if (copy == NULL) {
+        retry_or_close(c, WSC_E_NOMEM, "out of memory");
+        return false;
+    }
+    free(c->token);
+    c->token = copy;
+    return true;
+}
+
 static void on_retry(uv_timer_t *t)
 {
     wsc_client_t *c = t->data;
@@ -553,6 +597,8 @@ static void on_retry(uv_timer_t *t)
         return;
     c->hello = false;
     c->ping_sent = 0;
+    if (c->o.token_cb != NULL && !fetch_token(c))
+        return;
     if (c->o.connect_timeout_ms > 0)
         uv_timer_start(&c->timer, on_connect_timeout, c->o.connect_timeout_ms, 0);
     wsc_gai_t *g = calloc(1, sizeof(*g));
@@ -669,13 +715,16 @@ static void flush_outbox(wsc_client_t *c)
 
 static void on_hello(wsc_client_t *c, const msg_server_t *m)
 {
-    char text[WSC_ERRLEN + 128];
+    char text[WSC_ERRLEN + 512];
     c->hello = true;
     c->attempt = 0;
     c->ever_open = true;
     uv_timer_stop(&c->timer);
     free_addrs(c);
     c->server_max = m->max_message;
+    snprintf(c->ext, sizeof(c->ext), "%s", c->conn->ext);
+    snprintf(c->tls_version, sizeof(c->tls_version), "%s",
+             c->conn->ssl != NULL ? SSL_get_version(c->conn->ssl) : "");
     c->last_rx = uv_now(c->loop);
     c->ping_sent = 0;
     if (c->o.ping_interval_ms > 0)
@@ -690,8 +739,9 @@ static void on_hello(wsc_client_t *c, const msg_server_t *m)
     flush_outbox(c);
     if (c->conn == NULL || c->closing)
         return;
-    snprintf(text, sizeof(text), "connected to %.100s%.60s (%.60s, client %.40s)", c->url.authority,
-             c->url.target, m->server, m->client);
+    snprintf(text, sizeof(text), "connected to %s://%.100s%.60s (%.60s, client %.40s%s%s%s%.100s)",
+             c->url.tls ? "wss" : "ws", c->url.authority, c->url.target, m->server, m->client,
+             c->tls_version[0] ? "; " : "", c->tls_version, c->ext[0] ? "; " : "", c->ext);
     notify_state(c, WSC_OPEN, WSC_OK, text);
 }
 
@@ -731,17 +781,39 @@ void wsc__on_text(wsc_client_t *c, wsc_conn_t *k, const char *p, size_t n)
 
 /* ---- API ---- */
 
-static bool valid_token(const char *t)
+/* The TLS settings of a wss:// client: TLS 1.2 at least, the broker's
+ * certificate verified against ca_file or the system's store (unless
+ * insecure). The host name check is set per connection (conn.c). */
+static int make_tls_ctx(wsc_client_t *c, const wsc_options_t *o, char *err, size_t cap)
 {
-    size_t n = strlen(t);
-    if (n == 0 || n > 4096)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)t[i];
-        if (ch < 0x21 || ch > 0x7e)
-            return false;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, cap, "cannot create a TLS context");
+        ERR_clear_error();
+        return WSC_E_NOMEM;
     }
-    return true;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    int ok = o->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL)
+                                : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char why[160];
+        unsigned long e = ERR_peek_last_error();
+        if (e != 0)
+            ERR_error_string_n(e, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "no detail from OpenSSL");
+        ERR_clear_error();
+        if (o->ca_file != NULL)
+            snprintf(err, cap, "cannot load the CA file \"%.100s\": %.120s", o->ca_file, why);
+        else
+            snprintf(err, cap, "cannot load the system's CA certificates: %s", why);
+        SSL_CTX_free(ctx);
+        return WSC_E_INVAL;
+    }
+    SSL_CTX_set_verify(ctx, o->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    c->tls_ctx = ctx;
+    return WSC_OK;
 }
 
 static wsc_client_t *connect_fail(wsc_error_t *err, int code, const char *text)
@@ -783,7 +855,12 @@ wsc_client_t *wsc_connect(uv_loop_t *loop, const char *url, const wsc_options_t 
         free(c);
         return connect_fail(err, WSC_E_INVAL, text);
     }
+    if (c->url.tls && make_tls_ctx(c, &o, text, sizeof(text)) != WSC_OK) {
+        free(c);
+        return connect_fail(err, WSC_E_INVAL, text);
+    }
     if (o.token != NULL && (c->token = strdup(o.token)) == NULL) {
+        SSL_CTX_free(c->tls_ctx);
         free(c);
         return connect_fail(err, WSC_E_NOMEM, "out of memory");
     }
@@ -979,6 +1056,25 @@ const char *wsc_last_error(const wsc_client_t *c)
 wsc_state_t wsc_state(const wsc_client_t *c)
 {
     return c->state;
+}
+
+const char *wsc_extensions(const wsc_client_t *c)
+{
+    return c->state == WSC_OPEN ? c->ext : "";
+}
+
+const char *wsc_tls_version(const wsc_client_t *c)
+{
+    return c->state == WSC_OPEN ? c->tls_version : "";
+}
+
+size_t wsc__inflate_limit(const wsc_client_t *c)
+{
+    size_t max = c->o.max_message;
+    if (c->hello && c->server_max > 0 && c->server_max < SIZE_MAX - WSC_ENVELOPE &&
+        c->server_max + WSC_ENVELOPE < max)
+        max = (size_t)c->server_max + WSC_ENVELOPE;
+    return max;
 }
 
 size_t wsc_pending(const wsc_client_t *c)

@@ -1,10 +1,11 @@
 /*
  * client_int.h - internals of libwsbroker-client, shared by its modules:
  *
- *   url.c     ws:// URL parsing
+ *   url.c     ws:// and wss:// URL parsing
  *   util.c    error texts, option defaults, backoff, JSON checks
  *   subs.c    the subscription table (pattern -> wsc_sub_t)
- *   conn.c    one TCP connection: connect, HTTP upgrade, frames in and out
+ *   conn.c    one TCP connection: connect, TLS, HTTP upgrade with
+ *             permessage-deflate, frames in and out
  *   client.c  the client: state machine, reconnect, requests, liveness
  *   sync.c    blocking helpers on a private loop
  *
@@ -22,27 +23,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <wsbroker/client.h>
 #include <wsproto/msg.h>
+#include <wsproto/pmd.h>
 #include <wsproto/ws_frame.h>
 #include <wsproto/ws_handshake.h>
 
 #define WSC_ERRLEN   256
 #define WSC_READ_BUF 65536
+#define WSC_EXTLEN   160 /* negotiated Sec-WebSocket-Extensions kept for display */
+
+/* A broker's "message" envelope around data it accepted in a publish of at
+ * most its max_message bytes: what an inflated message may exceed that
+ * limit by. */
+#define WSC_ENVELOPE 256
 
 /* ---- url.c ---- */
 
 typedef struct wsc_url {
+    bool tls;            /* wss:// */
+    bool host_is_ip;     /* host is an IPv4 or IPv6 address, not a DNS name */
     char host[256];      /* for getaddrinfo, IPv6 without brackets */
     char port[8];        /* decimal */
     char authority[272]; /* Host header: host as written, ":port" if given */
     char target[2048];   /* request target: path and query, at least "/" */
 } wsc_url_t;
 
-/* Parse ws://host[:port][/path][?query]. Returns WSC_OK or WSC_E_INVAL with
- * a sentence in err. */
+/* Parse ws[s]://host[:port][/path][?query]. Returns WSC_OK or WSC_E_INVAL
+ * with a sentence in err. */
 int wsc__url_parse(const char *url, wsc_url_t *u, char *err, size_t errcap);
 
 /* ---- util.c ---- */
@@ -131,6 +142,7 @@ void wsc__subs_free(wsc_subs_t *t);
 
 typedef enum wsc_conn_phase {
     WSC_PH_TCP = 1, /* TCP connect in progress */
+    WSC_PH_TLS,     /* wss: TLS handshake in progress */
     WSC_PH_UPGRADE, /* request sent, reading the response head */
     WSC_PH_WS,      /* WebSocket frames */
     WSC_PH_CLOSING, /* our Close sent, waiting for the broker's */
@@ -150,13 +162,29 @@ typedef struct wsc_conn {
     uint8_t *msg; /* fragmented message being reassembled */
     size_t msg_len, msg_cap;
     char *rbuf; /* read buffer, WSC_READ_BUF bytes */
+
+    /* wss: OpenSSL on memory BIOs. Ciphertext read from the socket goes
+     * into rbio; SSL_read turns it into plaintext (back into rbuf); frames
+     * go through SSL_write, and what lands in wbio is written out. */
+    SSL *ssl;
+    BIO *rbio, *wbio; /* owned by ssl */
+    bool tls_ok;      /* handshake done and no TLS error: close_notify may go */
+
+    /* permessage-deflate, when the broker accepted it */
+    bool pmd;
+    pmd_params_t pmdp;
+    pmd_inflater_t inf; /* the broker's messages */
+    pmd_deflater_t def; /* ours, with deflate_send only */
+    pmd_buf_t ibuf;     /* the inflated message */
+    char ext[WSC_EXTLEN];
 } wsc_conn_t;
 
 /* Start a TCP connection to addr. Returns NULL with c->errbuf set when it
  * cannot even start. The connection reports through wsc__on_* below. */
 wsc_conn_t *wsc__conn_start(wsc_client_t *c, const struct sockaddr *addr);
 
-/* Queue one masked frame. Returns WSC_OK, WSC_E_NOMEM or WSC_E_CLOSED. */
+/* Queue one masked frame (a text frame compressed when deflate_send
+ * applies). Returns WSC_OK, WSC_E_NOMEM or WSC_E_CLOSED. */
 int wsc__conn_send(wsc_conn_t *k, uint8_t opcode, const void *payload, size_t len);
 
 /* Bytes handed to libuv and not yet written. */
@@ -177,6 +205,8 @@ void wsc__on_rx(wsc_client_t *c, wsc_conn_t *k);
 void wsc__on_lost(wsc_client_t *c, wsc_conn_t *k, int err, const char *detail);
 /* The connection's handle is closed and its memory about to be freed. */
 void wsc__on_conn_freed(wsc_client_t *c);
+/* The largest size a compressed message from the broker may inflate to. */
+size_t wsc__inflate_limit(const wsc_client_t *c);
 
 /* ---- client.c ---- */
 
@@ -185,6 +215,7 @@ struct wsc_client {
     wsc_options_t o;
     char *token;
     wsc_url_t url;
+    SSL_CTX *tls_ctx; /* wss: verification settings shared by its connections */
     wsc_state_t state;
     bool closing; /* wsc_close called */
     bool ever_open;
@@ -207,6 +238,8 @@ struct wsc_client {
     uint64_t ping_sent;       /* uv_now of our outstanding Ping, 0 if none */
     uint64_t ping_rx;         /* rx_count when that Ping was sent */
     uint64_t server_max;      /* broker's max_message, 0 if unknown */
+    char ext[WSC_EXTLEN];     /* wsc_extensions of the open connection */
+    char tls_version[16];     /* wsc_tls_version of the open connection */
 
     uint64_t next_id;
     size_t pending_user; /* application requests not completed yet */

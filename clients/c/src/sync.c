@@ -110,6 +110,12 @@ static void on_stale(wsc_client_t *c, const wsc_stale_t *st, void *user)
         s->user.on_stale(c, st, s->user.user);
 }
 
+static const char *on_token(wsc_client_t *c, void *user)
+{
+    wsc_sync_t *s = user;
+    return s->user.token_cb(c, s->user.user);
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     wsc_sync_t *s = t->data;
@@ -198,6 +204,7 @@ wsc_sync_t *wsc_sync_connect(const char *url, const wsc_options_t *opts, int tim
     o.on_message = on_message;
     o.on_error = on_error;
     o.on_stale = on_stale;
+    o.token_cb = s->user.token_cb != NULL ? on_token : NULL;
     o.user = s;
     int r = uv_loop_init(&s->loop);
     if (r < 0) {

@@ -1,14 +1,16 @@
 /*
- * url.c - ws:// URLs (RFC 6455 section 3):
+ * url.c - ws:// and wss:// URLs (RFC 6455 section 3):
  *
  *   ws://localhost:8080/ws        host "localhost", port 8080, target "/ws"
  *   ws://127.0.0.1/?token=x       port 80, target "/?token=x"
  *   ws://[::1]:9000               host "::1", target "/"
+ *   wss://broker.example/ws       TLS, port 443
  *
- * Only the ws scheme is accepted. User information ("user@host") and
- * fragments ("#x") are errors rather than silently dropped, and the target
- * may not hold bytes that would break the HTTP request line.
+ * Only the ws and wss schemes are accepted. User information ("user@host")
+ * and fragments ("#x") are errors rather than silently dropped, and the
+ * target may not hold bytes that would break the HTTP request line.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -23,14 +25,20 @@ static int fail(char *err, size_t cap, const char *url, const char *why)
 
 int wsc__url_parse(const char *url, wsc_url_t *u, char *err, size_t errcap)
 {
-    static const char scheme[] = "ws://";
     memset(u, 0, sizeof(*u));
     if (url == NULL)
         return fail(err, errcap, "", "no URL given");
-    if (strncasecmp(url, scheme, sizeof(scheme) - 1) != 0)
-        return fail(err, errcap, url, "it must start with ws:// (e.g. ws://localhost:8080/ws)");
+    const char *p;
+    if (strncasecmp(url, "ws://", 5) == 0) {
+        p = url + 5;
+    } else if (strncasecmp(url, "wss://", 6) == 0) {
+        p = url + 6;
+        u->tls = true;
+    } else {
+        return fail(err, errcap, url,
+                    "it must start with ws:// or wss:// (e.g. ws://localhost:8080/ws)");
+    }
 
-    const char *p = url + sizeof(scheme) - 1;
     size_t alen = strcspn(p, "/?#");
     const char *auth = p;
     const char *rest = p + alen;
@@ -68,6 +76,11 @@ int wsc__url_parse(const char *url, wsc_url_t *u, char *err, size_t errcap)
             return fail(err, errcap, url, "invalid character in the host");
     }
     memcpy(u->host, host, hlen);
+    {
+        unsigned char addr[16];
+        u->host_is_ip =
+            inet_pton(AF_INET, u->host, addr) == 1 || inet_pton(AF_INET6, u->host, addr) == 1;
+    }
 
     if (port != NULL) {
         size_t plen = (size_t)(auth + alen - port);
@@ -83,7 +96,7 @@ int wsc__url_parse(const char *url, wsc_url_t *u, char *err, size_t errcap)
             return fail(err, errcap, url, "the port must be a number from 1 to 65535");
         snprintf(u->port, sizeof(u->port), "%lu", v);
     } else {
-        memcpy(u->port, "80", 3);
+        memcpy(u->port, u->tls ? "443" : "80", u->tls ? 4 : 3);
     }
     memcpy(u->authority, auth, alen);
 

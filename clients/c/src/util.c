@@ -41,6 +41,10 @@ const char *wsc_strerror(int err)
         return "not subscribed to this pattern";
     case WSC_E_CANCELED:
         return "canceled by a later unsubscribe";
+    case WSC_E_TLS:
+        return "TLS handshake or certificate verification failed";
+    case WSC_E_TOKEN:
+        return "no token for the connection attempt";
     default:
         return "unknown error";
     }
@@ -75,6 +79,8 @@ void wsc_options_init(wsc_options_t *o)
     o->outbox_max = 1000;
     o->outbox_max_bytes = (size_t)8 << 20;
     o->max_message = (size_t)64 << 20;
+    o->deflate = true;
+    o->deflate_min_size = 128;
 }
 
 uint64_t wsc__backoff_ms(unsigned base, unsigned cap, unsigned attempt, uint64_t rnd)

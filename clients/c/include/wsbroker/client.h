@@ -13,9 +13,21 @@
  *  - Blocking (wsc_sync_*): for simple programs. A wsc_sync_t owns a private
  *    loop and runs it inside each call, with a timeout.
  *
- * URLs are ws://host[:port][/path][?query] (port 80 and path "/" by
- * default; IPv6 hosts in brackets). The broker's pub/sub endpoint is /ws
- * (or /). wss:// (TLS) is planned, not available in this version.
+ * URLs are ws://host[:port][/path][?query] or wss://... (port 80, 443 for
+ * wss, and path "/" by default; IPv6 hosts in brackets). The broker's
+ * pub/sub endpoint is /ws (or /).
+ *
+ * wss:// runs TLS 1.2 or 1.3 on OpenSSL. The broker's certificate is
+ * verified against the system's CA store (or ca_file) and must name the
+ * URL's host (a DNS name, or an IP address for a numeric host); the host
+ * name is sent as SNI. insecure turns both checks off, for test setups with
+ * self-signed certificates only.
+ *
+ * permessage-deflate (RFC 7692) is offered on every connection unless
+ * deflate is off. When the broker accepts it, compressed messages are
+ * inflated (never past max_message, nor past the broker's own max_message
+ * from its hello plus the envelope of a message), and with deflate_send
+ * the client compresses what it sends too.
  *
  * Strings passed in are copied; nothing the caller passes must outlive the
  * call. Strings and spans handed to callbacks are valid only until the
@@ -66,6 +78,8 @@ typedef enum wsc_err {
     WSC_E_TOO_BIG = -11,        /* request larger than the broker accepts */
     WSC_E_NOT_SUBSCRIBED = -12, /* unsubscribe of a pattern this client has not subscribed */
     WSC_E_CANCELED = -13,       /* subscribe overtaken by an unsubscribe before it was sent */
+    WSC_E_TLS = -14,            /* TLS handshake failed or the certificate was not trusted */
+    WSC_E_TOKEN = -15,          /* token_cb had no token for a connection attempt */
 } wsc_err_t;
 
 /* Static English text for an error code; never NULL. */
@@ -150,10 +164,25 @@ typedef struct wsc_stale {
 
 typedef void (*wsc_stale_cb)(wsc_client_t *c, const wsc_stale_t *s, void *user);
 
+/* Called on the loop's thread before every connection attempt (the first
+ * one and each reconnect), so that an expiring token can be replaced: it
+ * returns the token for this attempt, which the library copies at once
+ * (it may point to static or reused memory). NULL fails the attempt with
+ * WSC_E_TOKEN; the next one follows after the usual backoff (with
+ * reconnect off the client closes). It must not block: hand over a token
+ * fetched ahead of time. */
+typedef const char *(*wsc_token_cb)(wsc_client_t *c, void *user);
+
 /* Client options. Always start from wsc_options_init(): it sets the
  * defaults given below, and fields added in later versions get theirs. */
 typedef struct wsc_options {
     const char *token;           /* sent as "Authorization: Bearer <token>"; NULL: none */
+    wsc_token_cb token_cb;       /* a fresh token before every attempt; overrides token */
+    const char *ca_file;         /* wss: PEM file of the CAs to trust; NULL: the system's store */
+    bool insecure;               /* wss: skip certificate and host name checks (tests only) */
+    bool deflate;                /* offer permessage-deflate (default true) */
+    bool deflate_send;           /* when negotiated, compress messages sent too (default false) */
+    size_t deflate_min_size;     /* ... those of at least this many bytes (default 128) */
     bool reconnect;              /* reconnect after a failure (default true) */
     unsigned backoff_min_ms;     /* backoff base (default 250) */
     unsigned backoff_max_ms;     /* backoff cap (default 30000) */
@@ -164,7 +193,8 @@ typedef struct wsc_options {
     size_t outbox_max;           /* publishes held while not connected (default 1000) */
     size_t outbox_max_bytes;     /* bytes held while not connected, or queued on the
                                     socket while connected (default 8 MiB) */
-    size_t max_message;          /* largest message accepted from the broker (default 64 MiB) */
+    size_t max_message;          /* largest message accepted from the broker (default 64 MiB);
+                                    also bounds what a compressed message inflates to */
     wsc_state_cb on_state;
     wsc_message_cb on_message;
     wsc_error_cb on_error;
@@ -181,9 +211,10 @@ typedef struct wsc_error {
 } wsc_error_t;
 
 /* Create a client on loop and start connecting to url. Returns NULL if the
- * URL or an option is invalid (err->code WSC_E_INVAL, err->text says what)
- * or memory runs out; err may be NULL. Connection failures are reported
- * later through on_state. The loop must outlive the client. */
+ * URL or an option is invalid (err->code WSC_E_INVAL, err->text says what;
+ * an unreadable ca_file too) or memory runs out; err may be NULL.
+ * Connection failures (WSC_E_TLS for a certificate that is not trusted) are
+ * reported later through on_state. The loop must outlive the client. */
 WSC_API wsc_client_t *wsc_connect(uv_loop_t *loop, const char *url, const wsc_options_t *opts,
                                   wsc_error_t *err);
 
@@ -235,6 +266,13 @@ WSC_API const char *wsc_last_error(const wsc_client_t *c);
 
 WSC_API wsc_state_t wsc_state(const wsc_client_t *c);
 
+/* While WSC_OPEN: the Sec-WebSocket-Extensions value the broker accepted
+ * ("permessage-deflate; server_no_context_takeover; ..."), and the TLS
+ * version of a wss:// connection ("TLSv1.3"). "" when there is none, or
+ * when not open. */
+WSC_API const char *wsc_extensions(const wsc_client_t *c);
+WSC_API const char *wsc_tls_version(const wsc_client_t *c);
+
 /* Requests accepted but not yet answered (in the outbox or in flight). */
 WSC_API size_t wsc_pending(const wsc_client_t *c);
 
@@ -253,8 +291,8 @@ typedef struct wsc_sync wsc_sync_t;
 
 /* Connect and wait until the connection is open, at most timeout_ms (< 0:
  * no limit). opts may be NULL for the defaults; its on_state and on_message
- * are used by the helper itself and ignored, on_error and on_stale are
- * called from inside the wsc_sync_* calls. Returns NULL on failure with err
+ * are used by the helper itself and ignored, on_error, on_stale and
+ * token_cb are called from inside the wsc_sync_* calls. Returns NULL on failure with err
  * (may be NULL) describing it. */
 WSC_API wsc_sync_t *wsc_sync_connect(const char *url, const wsc_options_t *opts, int timeout_ms,
                                      wsc_error_t *err);

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# wsbroker-bench over wss:// and with permessage-deflate, against a real
+# broker: every scenario runs briefly and must report no loss, duplicate or
+# reordering, the TLS version and the negotiated extension, and compressed
+# traffic when deflate was asked for.
+#
+#   bench_test.sh CASE      (CTest registers each as clients.bench.CASE)
+#
+# Environment (set by CTest): WSBROKER_BIN, WSBROKER_BENCH, WSC_TBTOOL. Runs
+# are small (tens of connections, one second): this checks the measuring
+# stick, it does not measure.
+set -uo pipefail
+
+: "${WSBROKER_BIN:?}" "${WSBROKER_BENCH:?}" "${WSC_TBTOOL:?}"
+here="$(cd "$(dirname "$0")" && pwd)"
+WORK="$(mktemp -d /tmp/wsc-bench-XXXXXX)"
+BPID=""
+cleanup() {
+  if [ -n "$BPID" ]; then
+    { kill -TERM "$BPID"; wait "$BPID"; } 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$WORK"/*.err "$WORK/broker.log"; do
+    [ -s "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
+  done
+  exit 1
+}
+
+bash "$here/make_certs.sh" "$WORK/certs" || fail "make_certs.sh failed"
+
+# start_broker CERT_PREFIX [args...]: plain port PORT and TLS port TPORT.
+start_broker() {
+  local cert="$1"; shift
+  for _ in 1 2 3 4 5; do
+    PORT="$("$WSC_TBTOOL" port)"
+    TPORT="$("$WSC_TBTOOL" port)"
+    "$WSBROKER_BIN" --bind 127.0.0.1 --port "$PORT" --workers 2 --log-level warn \
+      --tls-port "$TPORT" --tls-cert "$WORK/certs/$cert.pem" --tls-key "$WORK/certs/$cert.key" \
+      "$@" >>"$WORK/broker.log" 2>&1 &
+    BPID=$!
+    "$WSC_TBTOOL" wait "$PORT" 10000 && return 0
+    kill -9 "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""
+    sleep 0.2
+  done
+  fail "broker did not start"
+}
+
+# bench NAME SCENARIO [args...]: run it (bounded), keep its JSON line.
+bench() {
+  local name="$1"; shift
+  timeout 120 "$WSBROKER_BENCH" "$@" --duration 1 --warmup 0.3 --threads 2 \
+    >"$WORK/$name.json" 2>"$WORK/$name.err"
+  echo $? >"$WORK/$name.status"
+}
+
+# check NAME 'python expression over d' MESSAGE
+check() {
+  python3 - "$WORK/$1.json" "$2" <<'EOF' || fail "$1: $3: $(cat "$WORK/$1.json")"
+import json, sys
+d = json.loads(open(sys.argv[1]).read())
+sys.exit(0 if eval(sys.argv[2]) else 1)
+EOF
+}
+
+# A clean run: exit 0, ok, nothing lost, duplicated or reordered.
+clean() {
+  [ "$(cat "$WORK/$1.status")" -eq 0 ] || fail "$1 exited $(cat "$WORK/$1.status")"
+  check "$1" 'd["ok"] is True and d["errors"]["total"] == 0' "not ok"
+  check "$1" 'd["scenario"] == "conns" or (d["lost"] == 0 and d["duplicates"] == 0 and d["reordered"] == 0 and d["delivered"] == d["expected"] > 0)' "loss checks"
+}
+
+scenarios() { # prefix, url, args...
+  local p="$1" url="$2"; shift 2
+  bench "$p-fanout" fanout --subs 40 --pubs 2 --url "$url" "$@"
+  bench "$p-pairs" pairs --pairs 40 --url "$url" "$@"
+  bench "$p-latency" latency --subs 20 --rate 400 --url "$url" "$@"
+  bench "$p-conns" conns --conns 200 --hold 0.3 --url "$url" "$@"
+}
+
+case_wss() {
+  start_broker server
+  scenarios wss "wss://127.0.0.1:$TPORT/ws" --cafile "$WORK/certs/ca.pem" --deflate
+  for s in fanout pairs latency conns; do
+    clean "wss-$s"
+    check "wss-$s" 'd["tls"] in ("TLSv1.2", "TLSv1.3")' "TLS version"
+    check "wss-$s" 'd["extensions"].startswith("permessage-deflate") and d["params"]["deflate"] is True' "extension"
+    check "wss-$s" 'd["deflate_connections"] == d["connections"]' "every connection negotiated deflate"
+    check "wss-$s" 'd["params"]["url"].startswith("wss://")' "url"
+  done
+  for s in fanout pairs latency; do
+    check "wss-$s" 'd["compressed_received"] > 0 and d["compressed_sent"] >= d["published"]' "compressed traffic"
+  done
+  # The same over TLS without deflate: nothing compressed, no extension.
+  bench wss-plain pairs --pairs 20 --url "wss://localhost:$TPORT/ws" --cafile "$WORK/certs/ca.pem"
+  clean wss-plain
+  check wss-plain 'd["extensions"] == "" and d["compressed_received"] == 0 and d["compressed_sent"] == 0 and d["params"]["deflate"] is False' "no deflate"
+  check wss-plain 'd["tls"].startswith("TLSv1.")' "TLS version"
+}
+
+case_deflate() {
+  # dedicated: the broker keeps a context per connection, so does the bench.
+  for mode in shared dedicated; do
+    start_broker server --deflate "$mode"
+    scenarios "ws-$mode" "ws://127.0.0.1:$PORT/ws" --deflate --payload 512
+    for s in fanout pairs latency conns; do
+      clean "ws-$mode-$s"
+      check "ws-$mode-$s" 'd["tls"] == "" and d["extensions"].startswith("permessage-deflate")' "extension"
+    done
+    local want=True; [ "$mode" = dedicated ] && want=False
+    check "ws-$mode-fanout" "(\"server_no_context_takeover\" in d[\"extensions\"]) == $want" \
+      "server_no_context_takeover with --deflate $mode"
+    check "ws-$mode-fanout" 'd["compressed_received"] > 0' "compressed traffic"
+    kill -TERM "$BPID"; wait "$BPID"; BPID=""
+  done
+  # A broker with deflate off: offered, declined, everything still clean.
+  start_broker server --deflate off
+  bench ws-off fanout --subs 20 --url "ws://127.0.0.1:$PORT/ws" --deflate
+  clean ws-off
+  check ws-off 'd["extensions"] == "" and d["deflate_connections"] == 0 and d["compressed_received"] == 0' "declined"
+}
+
+case_tls_errors() {
+  start_broker self
+  # Self-signed: refused without --insecure (nothing connects: exit 2).
+  bench refused pairs --pairs 5 --url "wss://127.0.0.1:$TPORT/ws" --setup-timeout 5
+  [ "$(cat "$WORK/refused.status")" -eq 2 ] || fail "untrusted certificate: exit $(cat "$WORK/refused.status")"
+  grep -q "self-signed" "$WORK/refused.err" || fail "no reason given: $(cat "$WORK/refused.err")"
+  bench insecure pairs --pairs 5 --url "wss://127.0.0.1:$TPORT/ws" --insecure
+  clean insecure
+  # A CA file that cannot be read, a scheme that is not ws or wss.
+  timeout 10 "$WSBROKER_BENCH" pairs --url "wss://127.0.0.1:$TPORT/ws" --cafile "$WORK/none.pem" \
+    >/dev/null 2>"$WORK/cafile.err"
+  [ $? -eq 2 ] || fail "bad --cafile did not exit 2"
+  grep -q "none.pem" "$WORK/cafile.err" || fail "bad --cafile: $(cat "$WORK/cafile.err")"
+  timeout 10 "$WSBROKER_BENCH" pairs --url "http://127.0.0.1:$PORT/ws" >/dev/null 2>"$WORK/url.err"
+  [ $? -eq 2 ] || fail "http:// URL did not exit 2"
+  grep -q "wss://" "$WORK/url.err" || fail "bad URL message: $(cat "$WORK/url.err")"
+}
+
+[ $# -eq 1 ] || { echo "usage: $0 CASE" >&2; exit 2; }
+declare -F "case_$1" >/dev/null || { echo "no case '$1'" >&2; exit 2; }
+"case_$1"
+echo "ok: $1"
