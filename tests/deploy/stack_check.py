@@ -332,6 +332,70 @@ def open_spread(front, brokers, timeout, path="/ws"):
     return sorted(conns, key=lambda c: c.replica)
 
 
+def cluster_checks(a, brokers, topic, x, y):
+    """Cluster mode: x and y (one connection on each replica, both
+    subscribed to topic) see one stream of that topic, whoever publishes."""
+    if a.redis:
+        deadline = time.time() + a.timeout
+        while True:
+            chans = redis_command(a.redis, "PUBSUB", "CHANNELS")
+            pats = int(redis_command(a.redis, "PUBSUB", "NUMPAT"))
+            if chans or pats:
+                break
+            check(time.time() < deadline, "Redis shows no pub/sub channel or pattern while clients subscribe")
+            time.sleep(0.2)
+        ok(f"Redis has {len(chans)} pub/sub channel(s) and {pats} pattern(s) while clients subscribe")
+    # Each way, probe until one crosses: a replica may take a moment to
+    # subscribe in Redis after it acknowledged its client.
+    for pub, sub in ((x, y), (y, x)):
+        deadline = time.time() + a.timeout
+        k = 0
+        while True:
+            k += 1
+            pub.request({"op": "publish", "topic": topic, "data": {"probe": k}, "id": f"probe-{k}"})
+            try:
+                if any(m["data"] == {"probe": k} for m in sub.messages(1, timeout=1)):
+                    break
+            except TimeoutError:
+                pass
+            check(time.time() < deadline, f"cluster: a message published on replica {brokers[pub.replica]} "
+                  f"did not reach a subscriber on {brokers[sub.replica]} within {a.timeout} s")
+    for c in (x, y):
+        c.quiet(0.5)
+    ok(f"cluster: a message published on one replica reaches subscribers on the other, both ways")
+
+    n = 10
+    for i in range(n):
+        x.send({"op": "publish", "topic": topic, "data": {"from": "x", "i": i}, "id": 100 + i})
+        y.send({"op": "publish", "topic": topic, "data": {"from": "y", "i": i}, "id": 200 + i})
+    seen = []
+    for c, me, base in ((x, "x", 100), (y, "y", 200)):
+        acks, msgs = {}, []
+        deadline = time.time() + a.timeout
+        while len(msgs) < 2 * n or len(acks) < n:
+            m = c.recv(max(0.01, deadline - time.time()))
+            if m.get("op") == "ack":
+                acks[m["id"]] = m["seq"]
+            elif m.get("op") == "message":
+                msgs.append((m["seq"], json.dumps(m["data"], sort_keys=True)))
+            else:
+                raise Failure(f"{c.name}: unexpected {m}")
+        seqs = [s for s, _ in msgs]
+        check(seqs == list(range(seqs[0], seqs[0] + 2 * n)),
+              f"replica {brokers[c.replica]}: seqs not gap-free and in order: {seqs}")
+        by_data = {d: s for s, d in msgs}
+        for i in range(n):
+            d = json.dumps({"from": me, "i": i}, sort_keys=True)
+            check(acks.get(base + i) == by_data.get(d),
+                  f"replica {brokers[c.replica]}: ack seq {acks.get(base + i)} for {d}, "
+                  f"which arrived with seq {by_data.get(d)}")
+        seen.append(msgs)
+    check(seen[0] == seen[1], f"the replicas delivered different sequences:\n{seen[0]}\n{seen[1]}")
+    ok(f"cluster: {2 * n} publishes on both replicas at once; each replica's subscriber got "
+       f"all {2 * n} in the same gap-free seq order ({seen[0][0][0]}..{seen[0][-1][0]}), "
+       "and every publisher's ack carries its message's seq")
+
+
 def cmd_ws(a):
     front, brokers = a.front, a.brokers.split(",")
     topic = "deploy.test." + uuid.uuid4().hex[:12]
@@ -356,41 +420,7 @@ def cmd_ws(a):
         c.request({"op": "subscribe", "topic": topic, "id": 10 + i})
 
     if a.cluster:
-        if a.redis:
-            chans, pats = redis_pubsub(a.redis)
-            check(chans + pats > 0, "Redis shows no pub/sub channel or pattern while clients subscribe")
-            ok(f"Redis has {chans} pub/sub channel(s) and {pats} pattern(s) while clients subscribe")
-        n = 10
-        for i in range(n):
-            x.send({"op": "publish", "topic": topic, "data": {"from": "x", "i": i}, "id": 100 + i})
-            y.send({"op": "publish", "topic": topic, "data": {"from": "y", "i": i}, "id": 200 + i})
-        seen = []
-        for c in conns:
-            acks, msgs = {}, []
-            deadline = time.time() + a.timeout
-            while len(msgs) < 2 * n or len(acks) < n:
-                m = c.recv(max(0.01, deadline - time.time()))
-                if m.get("op") == "ack":
-                    acks[m["id"]] = m["seq"]
-                elif m.get("op") == "message":
-                    msgs.append((m["seq"], json.dumps(m["data"], sort_keys=True)))
-                else:
-                    raise Failure(f"{c.name}: unexpected {m}")
-            seqs = [s for s, _ in msgs]
-            check(seqs == list(range(seqs[0], seqs[0] + 2 * n)),
-                  f"replica {brokers[c.replica]}: seqs not gap-free and in order: {seqs}")
-            by_data = {d: s for s, d in msgs}
-            me = "x" if c is x else "y"
-            for i in range(n):
-                d = json.dumps({"from": me, "i": i}, sort_keys=True)
-                check(acks[(100 if me == "x" else 200) + i] == by_data.get(d),
-                      f"replica {brokers[c.replica]}: ack seq {acks[(100 if me == 'x' else 200) + i]} "
-                      f"but message {d} arrived with seq {by_data.get(d)}")
-            seen.append(msgs)
-        check(seen[0] == seen[1], f"the replicas delivered different sequences:\n{seen[0]}\n{seen[1]}")
-        ok(f"cluster: {2 * n} publishes on both replicas at once; each replica's subscriber got "
-           f"all {2 * n} in the same gap-free seq order ({seen[0][0][0]}..{seen[0][-1][0]}), "
-           "and every ack's seq is its message's")
+        cluster_checks(a, brokers, topic, x, y)
     else:
         for pub, other in ((x, y), (y, x)):
             data = {"from": brokers[pub.replica]}
@@ -495,20 +525,6 @@ def cmd_redis(a):
                 time.sleep(0.2)
         check(got == a.value, f"Redis GET {a.get} after a restart: {got!r}, expected {a.value!r}")
         redis_command(a.addr, "DEL", a.get)
-
-
-def redis_pubsub(addr):
-    host, port = hostport(addr)
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(b"PUBSUB NUMPAT\r\nPUBSUB CHANNELS\r\n")
-        data = b""
-        while True:
-            data += s.recv(65536)
-            lines = data.split(b"\r\n")
-            if len(lines) >= 3 and lines[0].startswith(b":") and lines[1].startswith(b"*"):
-                nchan = int(lines[1][1:])
-                if len(lines) >= 3 + 2 * nchan:
-                    return nchan, int(lines[0][1:])
 
 
 def cmd_hold(a):
