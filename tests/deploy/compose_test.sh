@@ -5,7 +5,9 @@
 # haproxy; stop it and check that every broker exited 0 on SIGTERM.
 #
 # Runs as root on Debian 12 with nothing reachable but Debian's apt mirror:
-#   * installs docker.io, docker-compose, debootstrap and python3 if missing;
+#   * installs docker.io, docker-compose, debootstrap, python3 and openssl if
+#     missing (without letting the packages start the system's Docker
+#     service);
 #   * starts `dockerd --bridge=none --iptables=false --ip-masq=false` if no
 #     daemon answers, and stops it at the end (no container network and no
 #     private address range is ever created: every service is on the host
@@ -51,6 +53,7 @@ fail() {
   exit 1
 }
 
+policy_rc_d=""
 dockerd_pid=""
 dns_pid=""
 hold_pid=""
@@ -58,6 +61,7 @@ stack_up=0
 cleanup() {
   local rc=$?
   set +e
+  [ -z "$policy_rc_d" ] || rm -f /usr/sbin/policy-rc.d
   [ -z "$hold_pid" ] || kill "$hold_pid" 2>/dev/null
   if [ "$stack_up" = 1 ]; then
     if [ "$rc" != 0 ]; then
@@ -102,8 +106,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >"$logs/apt.log" 2>&1 || { cat "$logs/apt.log" >&2; fail "apt-get update"; }
+  # On a machine with systemd, installing docker.io would start the system's
+  # daemon with its default bridge (a private address range): keep the
+  # package from starting services; this test starts its own daemon.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_rc_d=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$logs/apt.log" 2>&1 ||
     { tail -n 30 "$logs/apt.log" >&2; fail "apt-get install ${missing[*]}"; }
+  [ -z "$policy_rc_d" ] || rm -f /usr/sbin/policy-rc.d
+  policy_rc_d=""
 fi
 if [ -n "${COMPOSE:-}" ]; then
   read -r -a compose <<<"$COMPOSE"
@@ -176,8 +190,13 @@ if [ ${#need_base[@]} -eq 0 ]; then
   ok "debian:bookworm and debian:bookworm-slim present (cached)"
 else
   sources=/etc/apt/sources.list.d/debian.sources
-  [ -f "$sources" ] || fail "no $sources to take the Debian mirror from"
-  mirror=$(awk '/^URIs:/ { print $2; exit }' "$sources")
+  if [ -f "$sources" ]; then
+    mirror=$(awk '/^URIs:/ { print $2; exit }' "$sources")
+  else
+    sources=/etc/apt/sources.list
+    mirror=$(awk '$1 == "deb" { print $2; exit }' "$sources" 2>/dev/null)
+  fi
+  [ -n "$mirror" ] || fail "no Debian mirror in the host's apt sources"
   rootfs=$(mktemp -d /var/tmp/wsbroker-rootfs.XXXXXX)
   echo "debootstrap --variant=minbase bookworm from $mirror"
   if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$logs/debootstrap.log" 2>&1; then
@@ -186,8 +205,8 @@ else
     fail "debootstrap"
   fi
   # apt in the images uses the host's mirror and sources, nothing else.
-  cp "$sources" "$rootfs/etc/apt/sources.list.d/"
   rm -f "$rootfs/etc/apt/sources.list"
+  cp "$sources" "$rootfs$sources"
   # As in Debian's official images: package installs start no services, and
   # apt keeps no package caches in image layers.
   printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
@@ -227,7 +246,8 @@ ok "$image built by compose from deploy/Dockerfile: $(docker run --rm --network 
 
 case "${WSBROKER_CLUSTER_TEST:-auto}" in
 auto)
-  if docker run --rm --network none "$image" --help | grep -q -- '--redis'; then cluster=1; else cluster=0; fi
+  help=$(docker run --rm --network none "$image" --help)
+  if grep -q -- '--redis' <<<"$help"; then cluster=1; else cluster=0; fi
   echo "WSBROKER_CLUSTER_TEST=auto: cluster mode $([ "$cluster" = 1 ] && echo "in" || echo "not in") $image's --help"
   ;;
 1 | 0) cluster=$WSBROKER_CLUSTER_TEST ;;

@@ -300,11 +300,21 @@ class WS:
             return got
 
     def close(self):
+        """Close handshake, then wait for the end of the TCP stream, so that
+        the connection is gone from haproxy's and the broker's counts."""
         try:
             self.send_frame(8, struct.pack("!H", 1000))
             while True:
                 self.recv(5)
         except (Closed, TimeoutError, OSError):
+            pass
+        deadline = time.time() + 5
+        try:
+            while time.time() < deadline:
+                r, _, _ = select.select([self.sock], [], [], max(0.01, deadline - time.time()))
+                if r and not self.sock.recv(65536):
+                    break
+        except OSError:
             pass
         self.sock.close()
 
@@ -312,7 +322,12 @@ class WS:
 def open_spread(front, brokers, timeout, path="/ws"):
     """One WebSocket per replica, all through haproxy; returns them in
     replica order, proven by each replica's connections_open gauge."""
-    base = [metric(b, "wsbroker_connections_open") for b in brokers]
+    deadline = time.time() + 5  # earlier connections of the test may still be closing
+    while True:
+        base = [metric(b, "wsbroker_connections_open") for b in brokers]
+        if not any(base) or time.time() > deadline:
+            break
+        time.sleep(0.1)
     conns = []
     for _ in brokers:
         conns.append(WS(front, path))
