@@ -197,7 +197,7 @@ else
     mirror=$(awk '$1 == "deb" { print $2; exit }' "$sources" 2>/dev/null)
   fi
   [ -n "$mirror" ] || fail "no Debian mirror in the host's apt sources"
-  rootfs=$(mktemp -d /var/tmp/wsbroker-rootfs.XXXXXX)
+  rootfs=$(mktemp -d -p /var/tmp)
   echo "debootstrap --variant=minbase bookworm from $mirror"
   if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$logs/debootstrap.log" 2>&1; then
     tail -n 20 "$logs/debootstrap.log" >&2
