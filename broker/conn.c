@@ -4,10 +4,15 @@
  */
 #include "conn.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <wsproto/utf8.h>
@@ -19,19 +24,9 @@
 #include "pubsub.h"
 #include "tls.h"
 
-#define IOV_BATCH     256
-#define WREQ_POOL_MAX 1024
+#define IOV_BATCH 256
+#define READS     4 /* reads per readiness: fair to the other connections */
 
-struct wreq {
-    uv_write_t req;
-    conn_t *c;
-    uint32_t nframes;
-    uint64_t bytes;
-    wreq_t *next_free;
-};
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void on_close(uv_handle_t *h);
 static void finish_if_flushed(conn_t *c);
 static int write_now(conn_t *c);
 
@@ -42,15 +37,6 @@ static void sup_move(conn_t *c, link_t *list)
     link_remove(&c->sup);
     c->since = wrk_now(c->w);
     link_insert_tail(list, &c->sup);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    conn_t *c = h->data;
-    /* One buffer per worker: libuv calls read_cb right after alloc_cb on
-     * the same thread, and everything kept past read_cb is copied out. */
-    *buf = uv_buf_init((char *)c->w->rbuf, sizeof(c->w->rbuf));
 }
 
 /* Turn fd away with a 503 and close it, without a conn_t: the answer fits
@@ -78,11 +64,6 @@ static void refuse(wrk_t *w, int fd, const char *why, bool tls)
     STAT_ADD(&w->stats, conns_refused, 1);
     LOG_LIMITED(LOG_WARN, w->id, 0, "connection_refused", "reason=\"%s\" limit=%u", why,
                 w->b->conn_limit);
-}
-
-static void on_close_unopened(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 void conn_accept(wrk_t *w, int fd, bool tls)
@@ -117,16 +98,7 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         refuse(w, fd, "out of memory", tls);
         return;
     }
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_tcp_open(&c->tcp, fd) != 0) {
-        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
-        if (ip != NULL)
-            lim_ip_release(b->ips, ip);
-        close(fd);
-        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
-        return;
-    }
+    c->fd = fd;
     c->w = w;
     c->id = ++w->next_id;
     c->ip = ip;
@@ -134,7 +106,21 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
         if (ip != NULL)
             lim_ip_release(b->ips, ip);
-        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
+        close(fd);
+        free(c);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->ev = EPOLLIN;
+    struct epoll_event ev = {.events = c->ev, .data.ptr = c};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        if (ip != NULL)
+            lim_ip_release(b->ips, ip);
+        tls_free(c->tls);
+        close(fd);
+        free(c);
         return;
     }
     link_insert_tail(&w->conns, &c->all);
@@ -142,18 +128,13 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         wrk_conn_index(w, c, true);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
-    uv_tcp_nodelay(&c->tcp, 1);
     sup_move(c, &w->hs_list);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        conn_abort(c);
-        return;
-    }
     if (log_min_level <= LOG_DEBUG) {
         struct sockaddr_storage ss;
-        int len = sizeof(ss);
+        socklen_t len = sizeof(ss);
         char peer[64] = "?";
         int port = 0;
-        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
             if (ss.ss_family == AF_INET6) {
                 uv_ip6_name((struct sockaddr_in6 *)&ss, peer, sizeof(peer));
                 port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
@@ -212,13 +193,11 @@ static void q_pop(conn_t *c, uint32_t n)
     }
 }
 
-/* Release the frames not yet handed to the kernel (after the in-flight
- * ones). Used when closing: they will never be sent. */
+/* Release the frames not yet handed to the kernel. Used when closing: they
+ * will never be sent. */
 static void q_drop_unsent(conn_t *c)
 {
-    uint32_t keep = c->q_inflight;
-    if (keep == 0 && c->out_off > 0)
-        keep = 1; /* a partly written frame must be completed */
+    uint32_t keep = c->out_off > 0 ? 1 : 0; /* a partly written frame must be completed */
     for (uint32_t i = keep; i < c->q_len; i++) {
         frame_t *f = q_at(c, i);
         c->out_bytes -= f->len;
@@ -239,11 +218,32 @@ static void mark_pending(conn_t *c)
         link_insert_tail(&c->w->pending, &c->pending);
 }
 
+/* What the worker's epoll set watches for c: reading unless paused,
+ * writing while output waits for room in the socket. */
+static int set_watch(conn_t *c)
+{
+    uint32_t ev = (c->flags & CF_PAUSED ? 0 : EPOLLIN) | (c->flags & CF_WRITING ? EPOLLOUT : 0);
+    if (ev == c->ev || c->state == CONN_CLOSED)
+        return 0;
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
+        return -1;
+    c->ev = ev;
+    return 0;
+}
+
+/* set_watch, dropping c if the kernel refuses (out of memory). */
+static void watch(conn_t *c)
+{
+    if (set_watch(c) != 0)
+        conn_abort(c);
+}
+
 void conn_pause(conn_t *c)
 {
     if (!(c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
         c->flags |= CF_PAUSED;
+        watch(c);
     }
 }
 
@@ -251,8 +251,7 @@ void conn_resume(conn_t *c)
 {
     if ((c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
         c->flags &= ~CF_PAUSED;
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-            conn_abort(c);
+        watch(c);
     }
 }
 
@@ -409,38 +408,6 @@ void conn_close_slow(conn_t *c)
 
 /* ---- Writing. ---- */
 
-static wreq_t *wreq_get(wrk_t *w)
-{
-    wreq_t *r = w->wreq_free;
-    if (r != NULL) {
-        w->wreq_free = r->next_free;
-        w->wreq_nfree--;
-        return r;
-    }
-    return malloc(sizeof(*r));
-}
-
-static void wreq_put(wrk_t *w, wreq_t *r)
-{
-    if (w->wreq_nfree >= WREQ_POOL_MAX) {
-        free(r);
-        return;
-    }
-    r->next_free = w->wreq_free;
-    w->wreq_free = r;
-    w->wreq_nfree++;
-}
-
-void conn_pool_free(wrk_t *w)
-{
-    while (w->wreq_free != NULL) {
-        wreq_t *r = w->wreq_free;
-        w->wreq_free = r->next_free;
-        free(r);
-    }
-    w->wreq_nfree = 0;
-}
-
 /* n bytes of the head of the ring are gone (written or encrypted). */
 static void ring_advance(conn_t *c, size_t n)
 {
@@ -491,46 +458,16 @@ static void after_output(conn_t *c)
     finish_if_flushed(c);
 }
 
-static void on_write(uv_write_t *req, int status)
-{
-    wreq_t *r = (wreq_t *)req;
-    conn_t *c = r->c;
-    wrk_t *w = c->w;
-    c->flags &= ~CF_WRITING;
-    if (status == 0)
-        STAT_ADD(&w->stats, bytes_out, r->bytes);
-    c->out_bytes -= r->bytes;
-    if (c->tls != NULL) {
-        tls_written(c->tls, r->bytes);
-    } else {
-        c->out_off = 0;
-        c->q_inflight = 0;
-        q_pop(c, r->nframes);
-    }
-    wreq_put(w, r);
-    if (c->state == CONN_CLOSED)
-        return;
-    if (status < 0) {
-        LOG(LOG_DEBUG, w->id, c->id, "write_failed", "error=%s", uv_strerror(status));
-        conn_abort(c);
-        return;
-    }
-    if (!out_empty(c))
-        conn_flush(c);
-    else
-        after_output(c);
-}
-
 /* Point iov at the first frames of the ring (the first one from out_off).
  * Sets *n to the number of entries; returns their total length. */
-static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
+static size_t fill_iov(const conn_t *c, struct iovec *iov, uint32_t *n)
 {
     size_t total = 0;
     *n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
     for (uint32_t i = 0; i < *n; i++) {
         frame_t *f = q_at(c, i);
         size_t off = i == 0 ? c->out_off : 0;
-        iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+        iov[i] = (struct iovec){f->data + off, f->len - off};
         total += f->len - off;
     }
     return total;
@@ -539,7 +476,7 @@ static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
 /* What goes to the socket next: the ring's frames on a plain connection;
  * on a TLS one, the ciphertext of the frames the TLS layer took from the
  * ring (tls_encrypt refills it, many frames to a record). */
-static size_t out_iov(conn_t *c, uv_buf_t *iov, uint32_t *n)
+static size_t out_iov(conn_t *c, struct iovec *iov, uint32_t *n)
 {
     if (c->tls == NULL)
         return fill_iov(c, iov, n);
@@ -547,9 +484,10 @@ static size_t out_iov(conn_t *c, uv_buf_t *iov, uint32_t *n)
         *n = 0;
         return 0;
     }
-    iov[0] = tls_pending(c->tls);
-    *n = iov[0].len > 0;
-    return iov[0].len;
+    uv_buf_t b = tls_pending(c->tls);
+    iov[0] = (struct iovec){b.base, b.len};
+    *n = b.len > 0;
+    return b.len;
 }
 
 static void out_written(conn_t *c, size_t n)
@@ -563,13 +501,21 @@ static void out_written(conn_t *c, size_t n)
     tls_written(c->tls, n);
 }
 
-/* Write as much as the kernel takes now, without a write request. Returns
- * 0, or a libuv error (the caller decides how to close). */
+/* The kernel takes no more: EPOLLOUT resumes writing (conn_writable). */
+static int wait_writable(conn_t *c)
+{
+    c->flags |= CF_WRITING;
+    return set_watch(c);
+}
+
+/* Write as much as the kernel takes now. Returns 0, or -1 when the socket
+ * failed (the caller decides how to close). Sets CF_WRITING, and watches
+ * for EPOLLOUT, when the kernel would take no more. */
 static int write_now(conn_t *c)
 {
-    uv_buf_t iov[IOV_BATCH];
-    /* A few rounds keep a fast reader's socket full; what the kernel does
-     * not take goes to uv_write in conn_flush. */
+    struct iovec iov[IOV_BATCH];
+    /* A few rounds keep a fast reader's socket full; the rest waits for
+     * EPOLLOUT (conn_writable). */
     for (int round = 0; round < 4 && !out_empty(c); round++) {
         uint32_t n;
         size_t total = out_iov(c, iov, &n);
@@ -577,14 +523,16 @@ static int write_now(conn_t *c)
             return 0; /* the TLS layer failed and dropped c */
         if (n == 0)
             return 0;
-        int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-        if (rc == UV_EAGAIN || rc == UV_ENOSYS)
-            return 0;
+        ssize_t rc = writev(c->fd, iov, (int)n);
+        if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return wait_writable(c);
+        if (rc < 0 && errno == EINTR)
+            continue;
         if (rc < 0)
-            return rc;
+            return -1;
         out_written(c, (size_t)rc);
         if ((size_t)rc < total)
-            return 0;
+            return wait_writable(c);
     }
     return 0;
 }
@@ -593,51 +541,33 @@ void conn_flush(conn_t *c)
 {
     if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
         return;
-    int rc = write_now(c);
-    if (rc < 0) {
-        LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=%s", uv_strerror(rc));
+    if (write_now(c) < 0) {
+        LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=\"%s\"", strerror(errno));
         conn_abort(c);
         return;
     }
     if (c->state == CONN_CLOSED)
         return;
-    if (out_empty(c)) {
-        after_output(c);
-        return;
+    if (!(c->flags & CF_WRITING) && !out_empty(c)) {
+        /* more than a few rounds: the others first */
+        if (wait_writable(c) != 0) {
+            conn_abort(c);
+            return;
+        }
     }
-    uv_buf_t iov[IOV_BATCH];
-    uint32_t n;
-    size_t bytes = out_iov(c, iov, &n);
-    if (c->state == CONN_CLOSED || n == 0)
+    if (c->flags & CF_WRITING)
         return;
-    wreq_t *r = wreq_get(c->w);
-    if (r == NULL) {
-        conn_abort(c);
-        return;
-    }
-    r->c = c;
-    r->bytes = bytes;
-    r->nframes = c->tls ? 0 : n;
-    if (c->tls == NULL)
-        c->q_inflight = n;
-    c->flags |= CF_WRITING;
-    rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
-    if (rc != 0) {
-        c->flags &= ~CF_WRITING;
-        c->q_inflight = 0;
-        wreq_put(c->w, r);
-        conn_abort(c);
-    }
+    after_output(c);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+void conn_writable(conn_t *c)
 {
-    conn_t *c = req->data;
-    free(req);
-    if (status < 0 && status != UV_ECANCELED)
-        conn_abort(c);
-    /* Otherwise keep reading (and discarding) until the peer's EOF, so our
-     * last frames are not destroyed by an RST; the closing list bounds it. */
+    c->flags &= ~CF_WRITING;
+    conn_flush(c);
+    /* All written: stop watching for room (one epoll_ctl, not one per
+     * round while the peer reads slowly). */
+    if (c->state != CONN_CLOSED && !(c->flags & CF_WRITING))
+        watch(c);
 }
 
 /* Once everything is written and the connection is finishing, send FIN
@@ -651,15 +581,10 @@ static void finish_if_flushed(conn_t *c)
         mark_pending(c); /* written by the next flush, which calls us again */
         return;
     }
-    uv_shutdown_t *req = malloc(sizeof(*req));
-    if (req == NULL) {
-        conn_abort(c);
-        return;
-    }
-    req->data = c;
+    /* Then read (and discard) until the peer's EOF, so our last frames are
+     * not destroyed by an RST; the closing list bounds the wait. */
     c->flags |= CF_SHUT | CF_DISCARD;
-    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        free(req);
+    if (shutdown(c->fd, SHUT_WR) != 0) {
         conn_abort(c);
         return;
     }
@@ -690,17 +615,20 @@ void conn_abort(conn_t *c)
     c->head = NULL;
     free(c->msg);
     c->msg = NULL;
-    q_drop_unsent(c);
     LOG(LOG_DEBUG, w->id, c->id, "close", NULL);
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    /* Freed after this loop iteration: events of the same epoll batch may
+     * still name it (they see CONN_CLOSED). */
+    link_remove(&c->all);
+    link_insert_tail(&w->dead, &c->all);
 }
 
-static void on_close(uv_handle_t *h)
+/* Free a connection closed during this loop iteration. */
+static void conn_free(conn_t *c)
 {
-    conn_t *c = h->data;
     wrk_t *w = c->w;
-    /* Any write was cancelled and its callback has run: the ring holds
-     * only a partly written frame, if anything. */
     if (c->q_len > 0)
         q_pop(c, c->q_len);
     free(c->q);
@@ -718,6 +646,13 @@ static void on_close(uv_handle_t *h)
         free(c->deflater);
     }
     free(c);
+}
+
+void conn_free_closed(wrk_t *w)
+{
+    link_t *l;
+    while ((l = link_first(&w->dead)) != NULL)
+        conn_free(link_entry(l, conn_t, all));
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
 }
@@ -1078,27 +1013,34 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+void conn_readable(conn_t *c)
 {
-    conn_t *c = s->data;
-    if (nread == 0 || c->state == CONN_CLOSED)
-        return;
-    if (nread < 0) {
-        LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=%s", uv_strerror((int)nread));
+    for (int i = 0; i < READS && c->state != CONN_CLOSED && !(c->flags & CF_PAUSED); i++) {
+        ssize_t n = read(c->fd, c->w->rbuf, sizeof(c->w->rbuf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=\"%s\"",
+                n == 0 ? "end of file" : strerror(errno));
+            if (c->tls != NULL)
+                tls_peer_closed(c);
+            conn_abort(c);
+            return;
+        }
+        STAT_ADD(&c->w->stats, bytes_in, (uint64_t)n);
+        if (c->flags & CF_DISCARD)
+            continue;
+        /* Anything from the peer answers an outstanding Ping. */
+        link_remove(&c->wait);
         if (c->tls != NULL)
-            tls_peer_closed(c);
-        conn_abort(c);
-        return;
+            tls_input(c, c->w->rbuf, (size_t)n);
+        else
+            conn_input(c, c->w->rbuf, (size_t)n);
+        if ((size_t)n < sizeof(c->w->rbuf))
+            return; /* the socket is empty */
     }
-    STAT_ADD(&c->w->stats, bytes_in, (uint64_t)nread);
-    if (c->flags & CF_DISCARD)
-        return;
-    /* Anything from the peer answers an outstanding Ping. */
-    link_remove(&c->wait);
-    if (c->tls != NULL)
-        tls_input(c, (uint8_t *)buf->base, (size_t)nread);
-    else
-        conn_input(c, (uint8_t *)buf->base, (size_t)nread);
 }
 
 void conn_input(conn_t *c, uint8_t *buf, size_t len)

@@ -50,7 +50,7 @@ enum {
     CF_CLOSE_RCVD = 1 << 2, /* the peer's Close arrived */
     CF_FINISH = 1 << 3,     /* shut TCP down once the queue is flushed */
     CF_SHUT = 1 << 4,       /* uv_shutdown issued */
-    CF_WRITING = 1 << 5,    /* a uv_write is in flight */
+    CF_WRITING = 1 << 5,    /* the socket is full: waiting for EPOLLOUT */
     CF_PAUSED = 1 << 6,     /* reading stopped (backlog or shutdown) */
     CF_DROPPING = 1 << 7,   /* slow-consumer drop policy active */
     CF_DISCARD = 1 << 8,    /* input is ignored (parser failed, or shut) */
@@ -66,7 +66,8 @@ struct lim_ip;
 struct tls;
 
 typedef struct conn {
-    uv_tcp_t tcp; /* tcp.data == this */
+    int fd;      /* in the worker's epoll set (data.ptr == this) */
+    uint32_t ev; /* the events watched: EPOLLIN unless paused, EPOLLOUT */
     wrk_t *w;
     uint64_t id;
     uint8_t state;
@@ -105,9 +106,9 @@ typedef struct conn {
     uint8_t *stash;        /* input read but held back while throttled */
     uint32_t stash_len;
 
-    /* output: ring of frames; the first q_inflight are in a uv_write */
+    /* output: ring of frames */
     frame_t **q;
-    uint32_t q_cap, q_head, q_len, q_inflight;
+    uint32_t q_cap, q_head, q_len;
     uint32_t out_off;   /* bytes of the first frame already written */
     uint64_t out_bytes; /* bytes queued and not yet written */
 } conn_t;
@@ -160,6 +161,15 @@ void conn_abort(conn_t *c);
 /* Write queued output (called from the worker's check handle). */
 void conn_flush(conn_t *c);
 
+/* The worker's epoll set says c's socket is readable (or failed) /
+ * writable again. */
+void conn_readable(conn_t *c);
+void conn_writable(conn_t *c);
+
+/* Free the connections closed since the last call (after the worker's
+ * epoll batch, which may still name them). */
+void conn_free_closed(wrk_t *w);
+
 /* A publish of c's went to workers (bit mask) whose inbox is over its
  * limit: stop reading c and hold back the rest of what was read, until
  * those inboxes drain (conn_unthrottle). */
@@ -196,8 +206,5 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
 
 /* Bytes of WebSocket frames (early frames sent right after the head). */
 void conn_ws_input(conn_t *c, uint8_t *buf, size_t len);
-
-/* Free w's pool of write requests (worker teardown). */
-void conn_pool_free(wrk_t *w);
 
 #endif

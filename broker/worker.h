@@ -24,7 +24,6 @@
 
 #define WRK_READ_BUF (64 * 1024)
 
-typedef struct wreq wreq_t;
 typedef struct wrk wrk_t;
 
 /* One listening socket of a worker (SO_REUSEPORT: each worker has its own). */
@@ -42,6 +41,9 @@ struct wrk {
     const cfg_t *cfg;
     uv_thread_t thread;
     uv_loop_t loop;
+    int epfd;                /* the connections' sockets (conn.c), polled below */
+    uv_poll_t io;            /* readable: epfd has events */
+    link_t dead;             /* closed connections, freed after the epoll batch */
     lsn_t lsn[2];            /* [0] --port (plain), [1] --tls-port */
     uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
     uint64_t starved_since;  /* ms: first EMFILE of the current spell, or 0 */
@@ -82,8 +84,6 @@ struct wrk {
     uint64_t nconns;
     uint64_t next_id;
     uint64_t stamp; /* delivery round, for one delivery per connection */
-    wreq_t *wreq_free;
-    unsigned wreq_nfree;
     stats_t stats;
     /* permessage-deflate: shared compression (no context takeover, 15
      * bits) and inflation of client messages (no context takeover, which
