@@ -65,7 +65,8 @@ static void usage(FILE *f)
           "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws], or wss://\n"
           "                        for TLS\n"
           "  --cafile FILE         wss://: trust the CA certificates in FILE (PEM)\n"
-          "                        instead of the system's\n"
+          "                        instead of the system's bundle ($SSL_CERT_FILE or\n"
+          "                        OpenSSL's default file)\n"
           "  --insecure            wss://: do not verify the broker's certificate or name\n"
           "                        (self-signed test setups)\n"
           "  --deflate             offer permessage-deflate; when the broker accepts,\n"
@@ -830,8 +831,11 @@ static int report(bench_t *b, const result_t *r)
 /* ---- TLS ---- */
 
 /* The client context every wss:// connection shares: TLS 1.2 at least, the
- * broker's certificate checked against --cafile or the system's store
- * unless --insecure. */
+ * broker's certificate checked against --cafile or the system's CA bundle
+ * unless --insecure. The bundle file ($SSL_CERT_FILE, else OpenSSL's
+ * default, /etc/ssl/certs/ca-certificates.crt on Debian) is read once here;
+ * the hashed directory is not used, so that handshakes never touch the
+ * file system while they are measured. */
 static int make_tls_ctx(bench_t *b)
 {
     const opts_t *o = &b->o;
@@ -839,13 +843,13 @@ static int make_tls_ctx(bench_t *b)
     if (ctx == NULL)
         return -1;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    int ok = o->cafile != NULL ? SSL_CTX_load_verify_locations(ctx, o->cafile, NULL)
-                               : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1) {
+    const char *file = o->cafile != NULL ? o->cafile : getenv(X509_get_default_cert_file_env());
+    if (file == NULL || file[0] == '\0')
+        file = X509_get_default_cert_file();
+    if (SSL_CTX_load_verify_locations(ctx, file, NULL) != 1) {
         char why[160];
         ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
-        fprintf(stderr, "wsbroker-bench: cannot load %s: %s\n",
-                o->cafile != NULL ? o->cafile : "the system's CA certificates", why);
+        fprintf(stderr, "wsbroker-bench: cannot load the CA certificates in %s: %s\n", file, why);
         SSL_CTX_free(ctx);
         return -1;
     }

@@ -67,14 +67,14 @@ free_port() {
   "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_broker NAME ARGS...: sets PORT and TLS_PORT, and the PID in pids[NAME]
+# start_broker NAME ARGS...: sets PORT and TLS_PORT, remembers the pid
 declare -A bpid bport
 start_broker() {
   local name="$1"; shift
   PORT="$(free_port)"; TLS_PORT="$(free_port)"
   while [ "$TLS_PORT" = "$PORT" ]; do TLS_PORT="$(free_port)"; done
   "$bin" --port "$PORT" --tls-port "$TLS_PORT" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" \
-    --workers 2 "$@" >"$tmp/$name.log" 2>&1 &
+    "$@" >"$tmp/$name.log" 2>&1 &
   local pid=$!
   pids+=("$pid"); bpid[$name]=$pid; bport[$name]=$PORT
   for _ in $(seq 100); do
