@@ -38,8 +38,8 @@ uint32_t pattern_vanish;
 static uint32_t kind_first[PK_COUNT], kind_n[PK_COUNT];
 /* Pick weights per kind, in thousandths. */
 static const uint32_t kind_weight[PK_COUNT] = {
-    [PK_CONCRETE] = 700, [PK_GROUP_STAR] = 100, [PK_GROUP_GT] = 60,
-    [PK_COLUMN] = 20,    [PK_LEAD_STAR] = 115,  [PK_ALL] = 5,
+    [PK_CONCRETE] = 760, [PK_GROUP_STAR] = 100, [PK_GROUP_GT] = 60,
+    [PK_COLUMN] = 10,    [PK_LEAD_STAR] = 68,   [PK_ALL] = 2,
 };
 
 /* Topic name lookup: open addressing over the names. */
@@ -288,6 +288,10 @@ static bool relaxed(const conn_t *c)
     return !(c->flags & F_CHECKED);
 }
 
+/* Acked before the unsubscribe (or Close) was sent, not delivered before
+ * its ack (or the broker's Close). */
+#define LOST_AT_END "missing when the subscription ended"
+
 static void lost(conn_t *c, const tent_t *e, uint64_t n, const char *what)
 {
     if (relaxed(c)) {
@@ -296,6 +300,8 @@ static void lost(conn_t *c, const tent_t *e, uint64_t n, const char *what)
         return;
     }
     st.losses += n;
+    if (strcmp(what, LOST_AT_END) == 0)
+        st.losses_at_end += n;
     violation("loss: %s #%u lost %llu message(s) on %s (%s; episode start %s%llu, last %llu, "
               "due %llu, topic sent %llu confirmed %llu)",
               role_name(c->role), c->slot, (unsigned long long)n, topics[e->topic].name, what,
@@ -309,7 +315,7 @@ static void episode_end(conn_t *c, tent_t *e)
     if (e->must >= e->start && e->last < e->must) {
         uint64_t from = e->last > 0 ? e->last + 1 : e->start;
         if (e->must >= from)
-            lost(c, e, e->must - from + 1, "missing when the subscription ended");
+            lost(c, e, e->must - from + 1, LOST_AT_END);
     }
     e->last = 0;
     e->must = 0;

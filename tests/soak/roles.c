@@ -265,6 +265,9 @@ static uint32_t pick_new(conn_t *c)
         uint32_t p = pattern_pick(&c->rng, -1);
         if (csub_find(c, p) >= 0)
             continue;
+        /* Everything, for long: only the three chosen subscribers. */
+        if (patterns[p].kind == PK_ALL && c->role == R_SUB)
+            continue;
         if (rng_below(&c->rng, 10) == 0 || pattern_disjoint(c, p))
             return p;
     }
