@@ -481,6 +481,8 @@ static void ws_input(conn_t *c, uint8_t *buf, size_t len)
             }
             break;
         case WS_EV_PING:
+            c->npings++;
+            c->t_ping = now_ms();
             if (c->role != R_MUTE && !(c->flags & (F_CLOSE_SENT | F_CLOSE_RCVD)))
                 conn_frame(c, WS_OP_PONG, true, ev.data, ev.len);
             break;
@@ -656,13 +658,13 @@ static void on_event(conn_t *c, uint32_t events)
 
 void loop_once(int timeout_ms)
 {
-    struct epoll_event evs[512];
+    struct epoll_event evs[4096];
     if (heap_len > 0) {
         int64_t d = heap[1]->when - now_ms();
         if (d < timeout_ms)
             timeout_ms = d < 0 ? 0 : (int)d;
     }
-    int n = epoll_wait(ep, evs, 512, timeout_ms);
+    int n = epoll_wait(ep, evs, 4096, timeout_ms);
     for (int i = 0; i < n; i++) {
         uint32_t slot = (uint32_t)evs[i].data.u64;
         uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);

@@ -36,7 +36,7 @@
 #define CHURN_LIFE_MAX 7000
 #define ACTION_MIN     200
 #define ACTION_MAX     1500
-#define FLOOD_RATE     40 /* flood messages per second while a slow consumer holds */
+#define FLOOD_RATE     20 /* flood messages per second while a slow consumer holds */
 
 static const char *const role_names[R_COUNT] = {
     [R_PUB] = "publisher",   [R_PUBN] = "publisher-noid", [R_PUBC] = "publisher-churn",
@@ -968,8 +968,10 @@ void role_open(conn_t *c)
         subs_ready++;
         static uint32_t nall;
         if (nall < 3) {
-            /* A few subscribers take everything, for the whole run. */
-            nall++;
+            /* A few subscribers take everything, for the whole run; the
+             * first one the flood too. */
+            if (nall++ == 0)
+                subscribe(c, pattern_flood, false);
             subscribe(c, pattern_pick(&c->rng, PK_ALL), false);
             break;
         }
@@ -989,6 +991,7 @@ void role_open(conn_t *c)
         break;
     }
     case R_SLOW:
+        subscribe(c, pattern_flood, false);
         subscribe(c, pattern_pick(&c->rng, PK_ALL), false);
         c->t_end = now + slack_ms(5);
         timer_set(c, c->t_end);
@@ -1157,9 +1160,11 @@ bool role_close(conn_t *c, int code, const uint8_t *reason, size_t len)
                       role_name(c->role), code, (int)len, (const char *)reason);
         return true;
     }
-    violation("%s #%u: closed by the broker with %d '%.*s' (phase %d, open %lld ms)",
+    violation("%s #%u: closed by the broker with %d '%.*s' (phase %d, open %lld ms; %u Pings "
+              "read and answered at once, the last %lld ms before this Close)",
               role_name(c->role), c->slot, code, (int)len, (const char *)reason, phase,
-              (long long)(now - c->t_open));
+              (long long)(now - c->t_open), c->npings,
+              (long long)(c->npings ? now - c->t_ping : -1));
     return true;
 }
 

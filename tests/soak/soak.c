@@ -87,20 +87,33 @@ static double elapsed(void)
     return (double)(now_ms() - t_begin) / 1000.0;
 }
 
-void violation(const char *fmt, ...)
+static void violation_v(bool always, const char *fmt, va_list ap)
 {
     st.violations++;
-    if (st.violations > MAX_DETAILS) {
+    if (st.violations > MAX_DETAILS && !always) {
         if (st.violations == MAX_DETAILS + 1)
             fprintf(stderr, "soak: [%.1fs] more violations follow; only counted from here\n",
                     elapsed());
         return;
     }
-    va_list ap;
-    va_start(ap, fmt);
     fprintf(stderr, "soak: [%.1fs] VIOLATION: ", elapsed());
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+void violation(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    violation_v(false, fmt, ap);
+    va_end(ap);
+}
+
+void violation_major(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    violation_v(true, fmt, ap);
     va_end(ap);
 }
 
@@ -139,6 +152,8 @@ static void usage(FILE *f)
             "  --rss-tol-mib X     RSS tolerance in MiB (default 1)\n"
             "  --rss-tol-pct P     ... or P %% of the baseline, if larger (default 2)\n"
             "  --warmup S          seconds of load before the RSS baseline (default: 1/3)\n"
+            "  --race N            instead of the soak: N rounds of the unsubscribe/Close\n"
+            "                      after a publish ack check (race.c)\n"
             "Sanitizer builds scale connections and rates down and stretch time bounds.\n");
 }
 
@@ -170,6 +185,7 @@ enum {
     O_RSS_MIB,
     O_RSS_PCT,
     O_WARMUP,
+    O_RACE,
     O_HELP,
 };
 
@@ -192,6 +208,7 @@ static const struct {
     {O_RSS_MIB, "rss-tol-mib", "SOAK_RSS_TOL_MIB"},
     {O_RSS_PCT, "rss-tol-pct", "SOAK_RSS_TOL_PCT"},
     {O_WARMUP, "warmup", "SOAK_WARMUP"},
+    {O_RACE, "race", "SOAK_RACE"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -251,6 +268,9 @@ static void apply(int opt, const char *name, const char *v)
         break;
     case O_WARMUP:
         cfg.warmup = num(name, v);
+        break;
+    case O_RACE:
+        cfg.race = (int)num(name, v);
         break;
     default:
         break;
@@ -374,7 +394,7 @@ static int audit(const metrics_t *m, bool report)
         if (!(cond)) {                                                                             \
             bad++;                                                                                 \
             if (report)                                                                            \
-                violation(__VA_ARGS__);                                                            \
+                violation_major(__VA_ARGS__);                                                      \
         }                                                                                          \
     } while (0)
     EXPECT(m->conns_open == t.ws,
@@ -677,6 +697,20 @@ int main(int argc, char **argv)
          got);
     if (loop_init() != 0 || broker_start() != 0)
         return 1;
+    if (cfg.race > 0) {
+        int rc = race_main(cfg.race);
+        int ws = broker_term((int)((cfg.close_timeout + 10) * 1000));
+        char b[64];
+        if (ws == -1 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+            violation_major("the broker's %s, expected exit status 0", describe(ws, b, sizeof(b)));
+            broker_log_tail(8000);
+        }
+        printf("soak-race: result=%s broker=\"%s\" violations=%llu\n",
+               rc == 0 && st.violations == 0 ? "PASS" : "FAIL", describe(ws, b, sizeof(b)),
+               (unsigned long long)st.violations);
+        broker_log_done(rc == 0 && st.violations == 0);
+        return rc != 0 ? rc : st.violations == 0 ? 0 : 1;
+    }
     ledger_init(cfg.conns);
     phase = PH_RAMP;
     t_load0 = now_ms();
@@ -703,7 +737,7 @@ int main(int argc, char **argv)
         }
         if (phase < PH_TERM && broker_exited(&status)) {
             char b[64];
-            violation("the broker died during the run: %s", describe(status, b, sizeof(b)));
+            violation_major("the broker died during the run: %s", describe(status, b, sizeof(b)));
             broker_log_tail(8000);
             exited = true;
             phase = PH_DONE;
@@ -730,9 +764,10 @@ int main(int argc, char **argv)
         case PH_DRAIN:
             if (!roles_quiet()) {
                 if (now - t_phase > (int64_t)(20000 * cfg.slack)) {
-                    violation("drain: transient clients or unconfirmed publishes remain after "
-                              "%.0f s",
-                              20 * cfg.slack);
+                    violation_major(
+                        "drain: transient clients or unconfirmed publishes remain after "
+                        "%.0f s",
+                        20 * cfg.slack);
                     t_quiet = now - (int64_t)(10000 * cfg.slack) - 1;
                 } else {
                     break;
@@ -752,7 +787,7 @@ int main(int argc, char **argv)
         case PH_AUDIT:
             if (live_by_role[R_GARBAGE] > 0) {
                 if (now - t_phase > (int64_t)(10000 * cfg.slack)) {
-                    violation("audit: the bad-requests check did not finish");
+                    violation_major("audit: the bad-requests check did not finish");
                     t_req_done = now;
                 }
                 break;
@@ -784,8 +819,8 @@ int main(int argc, char **argv)
                 phase = PH_DONE;
             } else if (!exited &&
                        now - t_phase > (int64_t)((cfg.close_timeout + 10) * 1000 * cfg.slack)) {
-                violation("the broker did not exit within %.0f s of SIGTERM",
-                          (cfg.close_timeout + 10) * cfg.slack);
+                violation_major("the broker did not exit within %.0f s of SIGTERM",
+                                (cfg.close_timeout + 10) * cfg.slack);
                 status = broker_term(1000);
                 exited = true;
                 phase = PH_DONE;
@@ -799,7 +834,7 @@ int main(int argc, char **argv)
         status = broker_term(5000);
     char b[64];
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        violation("the broker's %s, expected exit status 0", describe(status, b, sizeof(b)));
+        violation_major("the broker's %s, expected exit status 0", describe(status, b, sizeof(b)));
         broker_log_tail(8000);
     }
     char rss_line[512];

@@ -51,6 +51,7 @@ typedef struct soak_cfg {
     int srcaddrs; /* source addresses 127.0.0.2 .. used by clients */
     int verbose;
     const char *sanitizer; /* "", "address" or "thread" */
+    int race;              /* > 0: run race.c's scenario this many times instead */
 } soak_cfg_t;
 
 /* ---- time and randomness ---- */
@@ -236,6 +237,8 @@ struct conn {
     uint64_t base;       /* slow consumer: metric value when it stopped reading */
     uint64_t mark_recv;  /* slow consumer: messages received when it resumed */
     uint16_t sent_code;  /* close code we sent */
+    uint32_t npings;     /* WebSocket Pings received from the broker (each answered at once) */
+    int64_t t_ping;      /* when the last one was read */
 };
 
 /* ---- net.c ---- */
@@ -321,6 +324,7 @@ extern uint32_t flood_group; /* the last group */
 extern pattern_t *patterns;
 extern uint32_t npatterns;
 extern uint32_t pattern_vanish; /* "soak.vanish", never published */
+extern uint32_t pattern_flood;  /* "flood.>": the flood group */
 
 void ledger_init(int conns);
 /* Topic index of a name, or -1. */
@@ -381,6 +385,12 @@ void metrics_parse(const char *body, size_t len, metrics_t *m);
 /* Raise RLIMIT_NOFILE to at least want; returns the soft limit obtained. */
 long raise_nofile(long want);
 
+/* ---- race.c ---- */
+
+/* The unsubscribe/Close-after-ack ordering check; returns 0 or 2 (usage),
+ * violations are counted through violation(). */
+int race_main(int iterations);
+
 /* ---- soak.c: shared state and reporting ---- */
 
 enum phase { PH_RAMP, PH_LOAD, PH_DRAIN, PH_AUDIT, PH_TERM, PH_DONE };
@@ -415,6 +425,8 @@ extern metrics_t last_metrics;
 /* Record a violation: printed (the first 40 in full), counted, and the run
  * fails. */
 void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, always printed (audit results, the broker's exit). */
+void violation_major(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *role_name(int role);
 
