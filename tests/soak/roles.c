@@ -703,7 +703,7 @@ static void garbage_connected(conn_t *c)
     }
     case G_STALL:
         n = snprintf(buf, sizeof(buf), "GET /ws HTTP/1.1\r\nHost: %s\r\n", host);
-        c->t_end = c->t_start + slack_ms(cfg.handshake_timeout + 3);
+        c->t_end = c->t_start + slack_ms(cfg.handshake_timeout + 4);
         break;
     case G_ECHO:
         c->flags |= F_NOHELLO;
@@ -997,7 +997,7 @@ void role_open(conn_t *c)
         timer_set(c, c->t_end);
         break;
     case R_MUTE:
-        c->t_end = now + slack_ms(cfg.ping_interval + cfg.ping_timeout + 3);
+        c->t_end = now + slack_ms(cfg.ping_interval + cfg.ping_timeout + 4);
         timer_set(c, c->t_end);
         break;
     case R_GARBAGE:
@@ -1108,7 +1108,7 @@ bool role_close(conn_t *c, int code, const uint8_t *reason, size_t len)
     case R_MUTE: {
         double el = (double)(now - c->t_open) / 1000.0;
         double lo = cfg.ping_interval + cfg.ping_timeout - 0.5;
-        double hi = (cfg.ping_interval + cfg.ping_timeout + 2.0) * cfg.slack;
+        double hi = (cfg.ping_interval + cfg.ping_timeout + 3.0) * cfg.slack;
         if (code != 1001 || !reason_is(reason, len, "ping timeout"))
             violation("mute: closed with %d '%.*s', expected 1001 'ping timeout'", code, (int)len,
                       (const char *)reason);
@@ -1211,7 +1211,7 @@ void role_http(conn_t *c, int status, const wsh_response_t *res)
                 violation("garbage %s: 426 without Sec-WebSocket-Version: 13", gk[c->kind].name);
         } else if (status == 408) {
             double el = (double)(now_ms() - c->t_start) / 1000.0;
-            if (el < cfg.handshake_timeout - 0.3 || el > (cfg.handshake_timeout + 2.0) * cfg.slack)
+            if (el < cfg.handshake_timeout - 0.3 || el > (cfg.handshake_timeout + 3.0) * cfg.slack)
                 violation("garbage %s: 408 after %.2f s, --handshake-timeout is %.2f s",
                           gk[c->kind].name, el, cfg.handshake_timeout);
         }
