@@ -1416,7 +1416,7 @@ void roles_tick(void)
                     conn_new(R_VANISH, (int)(vk_next++ % V_COUNT), 0);
             }
         }
-        if (t < cfg.seconds - (cfg.ping_interval + cfg.ping_timeout + 3) * cfg.slack)
+        if (t < cfg.seconds - (cfg.ping_interval + cfg.ping_timeout + 4) * cfg.slack)
             while (live_by_role[R_MUTE] < N_MUTE)
                 if (conn_new(R_MUTE, 0, 0) == NULL)
                     break;
