@@ -32,8 +32,8 @@
 #define N_MUTE         2   /* mute clients at a time */
 #define MAX_HS         256 /* connections in the handshake at once */
 #define RAMP_PER_TICK  20  /* long-lived subscribers opened per 10 ms tick */
-#define CHURN_LIFE_MIN 1000
-#define CHURN_LIFE_MAX 7000
+#define CHURN_LIFE_MIN 500
+#define CHURN_LIFE_MAX 3500
 #define ACTION_MIN     200
 #define ACTION_MAX     1500
 #define FLOOD_RATE     20 /* flood messages per second while a slow consumer holds */

@@ -137,12 +137,12 @@ static void usage(FILE *f)
             "variable: --seconds is SOAK_SECONDS, --conns SOAK_CONNS, ...; options win.\n"
             "\n"
             "  --long              the long form: 600 s, 10000 connections, 400 publishes/s,\n"
-            "                      300 churners/s (SOAK_LONG=1)\n"
+            "                      500 churners/s (SOAK_LONG=1)\n"
             "  --seconds S         load phase, ramp-up included (default 45)\n"
             "  --conns N           connections open at once, all roles (default 2000)\n"
             "  --rate R            publishes per second, all publishers (default 1000)\n"
-            "  --churn C           churning subscribers opened per second (default 250)\n"
-            "  --garbage G         garbage and vanishing connections per second (default 40)\n"
+            "  --churn C           churning subscribers opened per second (default 500)\n"
+            "  --garbage G         garbage and vanishing connections per second (default 60)\n"
             "  --workers W         broker worker threads (default 2)\n"
             "  --slow-consumer P   close (default) or drop: the broker's policy under test\n"
             "  --seed N            random seed (default: from the clock, printed)\n"
@@ -220,7 +220,7 @@ static void apply(int opt, const char *name, const char *v)
             cfg.seconds = 600;
             cfg.conns = 10000;
             cfg.rate = 400;
-            cfg.churn = 300;
+            cfg.churn = 500;
         }
         break;
     case O_SECONDS:
@@ -283,22 +283,22 @@ static void configure(int argc, char **argv)
     cfg.seconds = 45;
     cfg.conns = 2000;
     cfg.rate = 1000;
-    cfg.churn = 250;
-    cfg.garbage = 40;
+    cfg.churn = 500;
+    cfg.garbage = 60;
     cfg.slack = 1;
     cfg.rss_check = 1;
     if (strcmp(cfg.sanitizer, "address") == 0) {
         cfg.conns = 800;
         cfg.rate = 300;
-        cfg.churn = 60;
-        cfg.garbage = 15;
+        cfg.churn = 100;
+        cfg.garbage = 20;
         cfg.slack = 2;
         cfg.rss_check = 0;
     } else if (strcmp(cfg.sanitizer, "thread") == 0) {
         cfg.conns = 500;
         cfg.rate = 150;
-        cfg.churn = 40;
-        cfg.garbage = 10;
+        cfg.churn = 60;
+        cfg.garbage = 12;
         cfg.slack = 3;
         cfg.rss_check = 0;
     }
