@@ -506,6 +506,8 @@ static void ws_input(conn_t *c, uint8_t *buf, size_t len)
             if (reply && !(c->flags & F_CLOSE_SENT))
                 conn_close(c, ev.close_code, NULL);
             c->flags |= F_EOF_OK;
+            /* The broker closes TCP next; role_timer reports it if not. */
+            timer_set(c, now_ms() + (int64_t)((cfg.close_timeout + 3) * 1000 * cfg.slack));
             break;
         }
         case WS_EV_NONE:

@@ -55,6 +55,22 @@ static int64_t t_begin, t_ramp_done;
 static uint32_t peak_conns;
 static int64_t loop_max_ms; /* longest loop iteration since the last sample */
 
+/* Recent long iterations of the test's own loop (its clients read nothing
+ * meanwhile). */
+#define NSTALLS 64
+static struct {
+    int64_t from, to;
+} stalls[NSTALLS];
+static unsigned nstalls;
+
+bool client_stalled(int64_t since, int64_t min_ms)
+{
+    for (unsigned i = 0; i < NSTALLS && i < nstalls; i++)
+        if (stalls[i].to >= since && stalls[i].to - stalls[i].from >= min_ms)
+            return true;
+    return false;
+}
+
 /* ---- small helpers ---- */
 
 int64_t now_ms(void)
@@ -137,7 +153,7 @@ static void usage(FILE *f)
             "variable: --seconds is SOAK_SECONDS, --conns SOAK_CONNS, ...; options win.\n"
             "\n"
             "  --long              the long form: 600 s, 10000 connections, 400 publishes/s,\n"
-            "                      500 churners/s (SOAK_LONG=1)\n"
+            "                      500 churners/s, heartbeat 5 s (SOAK_LONG=1)\n"
             "  --seconds S         load phase, ramp-up included (default 45)\n"
             "  --conns N           connections open at once, all roles (default 2000)\n"
             "  --rate R            publishes per second, all publishers (default 1000)\n"
@@ -152,6 +168,8 @@ static void usage(FILE *f)
             "  --rss-tol-mib X     RSS tolerance in MiB (default 1)\n"
             "  --rss-tol-pct P     ... or P %% of the baseline, if larger (default 2)\n"
             "  --warmup S          seconds of load before the RSS baseline (default: 1/3)\n"
+            "  --ping-interval S   the broker's --ping-interval (default 3; 5 in the long form)\n"
+            "  --ping-timeout S    the broker's --ping-timeout (default 3; 5 in the long form)\n"
             "  --race N            instead of the soak: N rounds of the unsubscribe/Close\n"
             "                      after a publish ack check (race.c)\n"
             "Sanitizer builds scale connections and rates down and stretch time bounds.\n");
@@ -186,6 +204,8 @@ enum {
     O_RSS_PCT,
     O_WARMUP,
     O_RACE,
+    O_PING_INTERVAL,
+    O_PING_TIMEOUT,
     O_HELP,
 };
 
@@ -209,6 +229,8 @@ static const struct {
     {O_RSS_PCT, "rss-tol-pct", "SOAK_RSS_TOL_PCT"},
     {O_WARMUP, "warmup", "SOAK_WARMUP"},
     {O_RACE, "race", "SOAK_RACE"},
+    {O_PING_INTERVAL, "ping-interval", "SOAK_PING_INTERVAL"},
+    {O_PING_TIMEOUT, "ping-timeout", "SOAK_PING_TIMEOUT"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -221,6 +243,8 @@ static void apply(int opt, const char *name, const char *v)
             cfg.conns = 10000;
             cfg.rate = 400;
             cfg.churn = 500;
+            cfg.ping_interval = 5;
+            cfg.ping_timeout = 5;
         }
         break;
     case O_SECONDS:
@@ -271,6 +295,12 @@ static void apply(int opt, const char *name, const char *v)
         break;
     case O_RACE:
         cfg.race = (int)num(name, v);
+        break;
+    case O_PING_INTERVAL:
+        cfg.ping_interval = num(name, v);
+        break;
+    case O_PING_TIMEOUT:
+        cfg.ping_timeout = num(name, v);
         break;
     default:
         break;
@@ -412,9 +442,11 @@ static int audit(const metrics_t *m, bool report)
            (unsigned long long)st.confirmed);
     EXPECT(m->topics == used, "audit: broker has %.0f topics, the clients published to %u",
            m->topics, used);
-    EXPECT(m->ping_timeouts == (double)st.mute_closed,
-           "audit: broker counted %.0f ping timeouts, %llu mute clients were closed for it",
-           m->ping_timeouts, (unsigned long long)st.mute_closed);
+    EXPECT(m->ping_timeouts == (double)(st.mute_closed + st.stall_timeouts),
+           "audit: broker counted %.0f ping timeouts, %llu mute clients were closed for it (and "
+           "%llu clients right after the test stalled)",
+           m->ping_timeouts, (unsigned long long)st.mute_closed,
+           (unsigned long long)st.stall_timeouts);
     if (cfg.slow_drop) {
         EXPECT(m->slow_closes == 0, "audit: %.0f slow-consumer closes under --slow-consumer drop",
                m->slow_closes);
@@ -655,6 +687,7 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            "deliveries=%llu losses=%llu(at_unsubscribe_or_close=%llu) duplicates=%llu "
            "reorders=%llu strays=%llu corrupt=%llu "
            "slow_consumers=%llu(close1008=%llu,closed_at_timeout=%llu,gaps=%llu) mute=%llu "
+           "stall_timeouts=%llu "
            "garbage=%llu vanished=%llu closes={%s} http={%s} rss_mib={%s} broker=\"%s\" "
            "violations=%llu\n",
            pass ? "PASS" : "FAIL", cfg.sanitizer[0] ? cfg.sanitizer : "plain", cfg.seconds,
@@ -667,8 +700,9 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            (unsigned long long)st.corrupt, (unsigned long long)st.slow_cycles,
            (unsigned long long)st.slow_closed_1008, (unsigned long long)st.slow_closed_eof,
            (unsigned long long)st.slow_gaps, (unsigned long long)st.mute_closed,
-           (unsigned long long)st.garbage_done, (unsigned long long)st.vanished, closes, http,
-           series, describe(status, buf, sizeof(buf)), (unsigned long long)st.violations);
+           (unsigned long long)st.stall_timeouts, (unsigned long long)st.garbage_done,
+           (unsigned long long)st.vanished, closes, http, series,
+           describe(status, buf, sizeof(buf)), (unsigned long long)st.violations);
 }
 
 int main(int argc, char **argv)
@@ -726,6 +760,11 @@ int main(int argc, char **argv)
         int64_t now = now_ms();
         if (now - t_iter > loop_max_ms)
             loop_max_ms = now - t_iter;
+        if (now - t_iter >= 500) {
+            stalls[nstalls % NSTALLS].from = t_iter;
+            stalls[nstalls % NSTALLS].to = now;
+            nstalls++;
+        }
         t_iter = now;
         if (now >= next_tick) {
             roles_tick();

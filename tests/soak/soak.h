@@ -413,7 +413,8 @@ typedef struct stats {
     uint64_t gk_done[32]; /* garbage connections checked, by kind */
     uint64_t vk_done[16]; /* vanishing connections, by kind */
     uint64_t violations;
-    uint64_t truncated; /* slow consumer: frame cut by the broker's abort */
+    uint64_t truncated;      /* slow consumer: frame cut by the broker's abort */
+    uint64_t stall_timeouts; /* 1001 ping timeouts right after the test itself stalled */
 } stats_t;
 
 extern soak_cfg_t cfg;
@@ -429,5 +430,8 @@ void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void violation_major(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *role_name(int role);
+/* True if an iteration of the test's own loop lasting min_ms or more ended
+ * at or after since. */
+bool client_stalled(int64_t since, int64_t min_ms);
 
 #endif
