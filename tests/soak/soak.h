@@ -415,6 +415,7 @@ typedef struct stats {
     uint64_t violations;
     uint64_t truncated;      /* slow consumer: frame cut by the broker's abort */
     uint64_t stall_timeouts; /* 1001 ping timeouts right after the test itself stalled */
+    uint64_t trickle_late;   /* trickled upgrades the test itself finished too late: 408 */
 } stats_t;
 
 extern soak_cfg_t cfg;
