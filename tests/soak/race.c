@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #define RBUF      (256 * 1024)
-#define NLOADERS  100
-#define BURST_REQ 2000 /* requests per loader per iteration */
+#define NLOADERS  50
+#define BURST_REQ 1000 /* requests per loader per iteration (divided by the slack) */
 
 typedef struct bc {
     int fd;
@@ -290,7 +290,9 @@ int race_main(int iterations)
     uint8_t *burst = malloc(BURST_REQ * 32);
     if (burst == NULL)
         exit(3);
-    for (int i = 0; i < BURST_REQ; i++)
+    int nreq = (int)(BURST_REQ / cfg.slack);
+    int wait = (int)(5000 * cfg.slack);
+    for (int i = 0; i < nreq; i++)
         blen += frame(sub, burst + blen, 32, WS_OP_TEXT, "{\"op\":\"ping\"}", 13);
     int lost_unsub = 0, lost_close = 0, n_unsub = 0, n_close = 0;
     char req[160];
@@ -303,13 +305,13 @@ int race_main(int iterations)
         bc_text(pub, req);
         msg_server_t m;
         bool acked = false;
-        while (bc_msg(pub, &m, 5000))
+        while (bc_msg(pub, &m, wait))
             if (m.op == MSG_S_ACK) {
                 acked = true;
                 break;
             }
         if (!acked) {
-            violation("race: publish %d not acknowledged within 5 s", it);
+            violation("race: publish %d not acknowledged within %d ms", it, wait);
             break;
         }
         uint64_t s = m.seq;
@@ -322,7 +324,7 @@ int race_main(int iterations)
         while (!done) {
             const uint8_t *d;
             size_t n;
-            int ev = bc_next(sub, 5000, &d, &n);
+            int ev = bc_next(sub, wait, &d, &n);
             if (ev == EV_CLOSE && by_close) {
                 done = true;
             } else if (ev == EV_TEXT && msg_parse_server((const char *)d, n, &m) == MSG_OK) {
