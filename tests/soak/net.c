@@ -595,18 +595,31 @@ static void on_eof(conn_t *c, bool reset)
     conn_free(c, false);
 }
 
+static bool read_once(conn_t *c);
+
 static void on_readable(conn_t *c)
+{
+    /* A slow consumer draining through its 4 KiB window gets a few
+     * reads in a row, or megabytes of backlog would take minutes. */
+    int rounds = c->role == R_SLOW ? 64 : 1;
+    for (int i = 0; i < rounds && c->state != CS_DONE && !(c->flags & F_NOREAD); i++)
+        if (!read_once(c))
+            return;
+}
+
+/* One recv and its processing; false when there was nothing more to read. */
+static bool read_once(conn_t *c)
 {
     ssize_t n = recv(c->fd, rbuf, sizeof(rbuf), 0);
     if (n == 0) {
         on_eof(c, false);
-        return;
+        return false;
     }
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
-            return;
+            return false;
         on_eof(c, true);
-        return;
+        return false;
     }
     switch (c->state) {
     case CS_HTTP:
@@ -616,7 +629,7 @@ static void on_readable(conn_t *c)
         if (c->body_len + (uint32_t)n > BODY_MAX) {
             violation("%s: HTTP body over %d bytes", role_name(c->role), BODY_MAX);
             conn_free(c, true);
-            return;
+            return false;
         }
         c->body = grow(c->body, &c->body_cap, c->body_len + (uint32_t)n + 1, 1);
         memcpy(c->body + c->body_len, rbuf, (size_t)n);
@@ -628,6 +641,7 @@ static void on_readable(conn_t *c)
     default:
         break;
     }
+    return true;
 }
 
 static void on_event(conn_t *c, uint32_t events)

@@ -518,8 +518,9 @@ static void slow_timer(conn_t *c)
         if (acted) {
             c->step = 2;
             c->mark_recv = c->received;
+            c->t_mark = now;
             conn_set_reading(c, true);
-            c->t_end = now + (cfg.slow_drop ? 3000 : slack_ms(cfg.close_timeout + 5));
+            c->t_end = now + (cfg.slow_drop ? 3000 : slack_ms(cfg.close_timeout + 20));
             timer_set(c, c->t_end);
             return;
         }
@@ -544,8 +545,10 @@ static void slow_timer(conn_t *c)
         timer_set(c, c->t_end);
         return;
     }
-    violation("slow consumer: connection still open %lld ms after it resumed reading (step %d)",
-              (long long)(now - c->t_mark), c->step);
+    violation("slow consumer: connection still open %lld ms after it resumed reading (step %d, "
+              "%llu messages read since)",
+              (long long)(now - c->t_mark), c->step,
+              (unsigned long long)(c->received - c->mark_recv));
     conn_free(c, true);
 }
 
