@@ -687,7 +687,7 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            "deliveries=%llu losses=%llu(at_unsubscribe_or_close=%llu) duplicates=%llu "
            "reorders=%llu strays=%llu corrupt=%llu "
            "slow_consumers=%llu(close1008=%llu,closed_at_timeout=%llu,gaps=%llu) mute=%llu "
-           "stall_timeouts=%llu trickle_late=%llu "
+           "stall_timeouts=%llu trickle_late=%llu late_requests=%llu graces=%llu "
            "garbage=%llu vanished=%llu closes={%s} http={%s} rss_mib={%s} broker=\"%s\" "
            "violations=%llu\n",
            pass ? "PASS" : "FAIL", cfg.sanitizer[0] ? cfg.sanitizer : "plain", cfg.seconds,
@@ -701,6 +701,7 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            (unsigned long long)st.slow_closed_1008, (unsigned long long)st.slow_closed_eof,
            (unsigned long long)st.slow_gaps, (unsigned long long)st.mute_closed,
            (unsigned long long)st.stall_timeouts, (unsigned long long)st.trickle_late,
+           (unsigned long long)st.late_requests, (unsigned long long)st.graces,
            (unsigned long long)st.garbage_done, (unsigned long long)st.vanished, closes, http,
            series, describe(status, buf, sizeof(buf)), (unsigned long long)st.violations);
 }

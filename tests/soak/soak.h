@@ -149,6 +149,7 @@ enum cflag {
     F_NOHELLO = 1 << 9,    /* endpoint without a hello (/echo): open at the 101 */
     F_COUNTED = 1 << 10,   /* counted in the role's tallies already */
     F_STALLED = 1 << 11,   /* a stall was reported already */
+    F_GRACE = 1 << 12,     /* a deadline was extended once: the test itself stalled */
 };
 
 /* One topic as seen by one subscriber connection. An "episode" runs from
@@ -239,6 +240,7 @@ struct conn {
     uint16_t sent_code;  /* close code we sent */
     uint32_t npings;     /* WebSocket Pings received from the broker (each answered at once) */
     int64_t t_ping;      /* when the last one was read */
+    int64_t t_req;       /* when the HTTP request went out (role_connected) */
 };
 
 /* ---- net.c ---- */
@@ -416,6 +418,8 @@ typedef struct stats {
     uint64_t truncated;      /* slow consumer: frame cut by the broker's abort */
     uint64_t stall_timeouts; /* 1001 ping timeouts right after the test itself stalled */
     uint64_t trickle_late;   /* trickled upgrades the test itself finished too late: 408 */
+    uint64_t late_requests;  /* requests the test itself sent too late: 408 */
+    uint64_t graces;         /* deadlines extended because the test itself stalled */
 } stats_t;
 
 extern soak_cfg_t cfg;
