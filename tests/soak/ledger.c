@@ -301,6 +301,7 @@ static void lost(conn_t *c, const tent_t *e, uint64_t n, const char *what)
         return;
     }
     st.losses += n;
+    st.loss_events++;
     violation("loss: %s #%u lost %llu message(s) on %s (%s; episode start %s%llu, last %llu, "
               "due %llu, topic sent %llu confirmed %llu)",
               role_name(c->role), c->slot, (unsigned long long)n, topics[e->topic].name, what,
@@ -349,6 +350,7 @@ static void end_report(const conn_t *c, const endrep_t *r, const char *sent, con
 {
     if (r->lost == 0)
         return;
+    st.loss_events++;
     violation("loss: %s #%u: %llu message(s) on %u topic(s), acknowledged to their publishers "
               "before %s was sent, missing at %s: %s%s",
               role_name(c->role), c->slot, (unsigned long long)r->lost, r->topics, sent, reply,

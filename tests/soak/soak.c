@@ -689,7 +689,7 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            "slow_consumers=%llu(close1008=%llu,closed_at_timeout=%llu,gaps=%llu) mute=%llu "
            "stall_timeouts=%llu trickle_late=%llu late_requests=%llu graces=%llu "
            "garbage=%llu vanished=%llu closes={%s} http={%s} rss_mib={%s} broker=\"%s\" "
-           "violations=%llu\n",
+           "violations=%llu(of_them_losses=%llu)\n",
            pass ? "PASS" : "FAIL", cfg.sanitizer[0] ? cfg.sanitizer : "plain", cfg.seconds,
            elapsed(), cfg.conns, peak_conns, (unsigned long long)st.tcp_opened,
            (unsigned long long)st.ws_opened, (unsigned long long)st.churned,
@@ -703,7 +703,8 @@ static void summary(int status, bool rss_ok, const char *rss_line)
            (unsigned long long)st.stall_timeouts, (unsigned long long)st.trickle_late,
            (unsigned long long)st.late_requests, (unsigned long long)st.graces,
            (unsigned long long)st.garbage_done, (unsigned long long)st.vanished, closes, http,
-           series, describe(status, buf, sizeof(buf)), (unsigned long long)st.violations);
+           series, describe(status, buf, sizeof(buf)), (unsigned long long)st.violations,
+           (unsigned long long)st.loss_events);
 }
 
 int main(int argc, char **argv)

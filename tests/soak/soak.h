@@ -401,6 +401,7 @@ typedef struct stats {
     uint64_t tcp_opened, ws_opened, closed;
     uint64_t deliveries, losses, duplicates, reorders, strays, corrupt;
     uint64_t losses_at_end; /* of losses: acked before an unsubscribe/Close, not delivered */
+    uint64_t loss_events;   /* violations reported for losses (one per gap or per end) */
     uint64_t published, confirmed, acks, pongs;
     uint64_t slow_cycles, slow_closed_1008, slow_closed_eof, slow_gaps;
     uint64_t mute_closed, garbage_done, vanished, churned;
