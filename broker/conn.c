@@ -944,6 +944,12 @@ static void on_close_frame(conn_t *c, const ws_event_t *ev)
     stats_close_received(&c->w->stats, ev->close_code);
     LOG(LOG_DEBUG, c->w->id, c->id, "ws_close_received", "code=%u", ev->close_code);
     c->flags |= CF_CLOSE_RCVD;
+    /* Publishes acknowledged before the peer's Close are delivered before
+     * the reply (they may be waiting in the inbox). */
+    if (c->state == CONN_OPEN && c->endpoint == EP_PUBSUB)
+        wrk_drain_inbox(c->w);
+    if (c->state == CONN_CLOSED)
+        return; /* dropped by that delivery */
     if (c->state == CONN_OPEN) {
         uint16_t code = ev->close_code ? ev->close_code : WS_CLOSE_NORMAL;
         conn_close(c, code, NULL, false);

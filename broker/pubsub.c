@@ -540,6 +540,11 @@ static void do_unsubscribe(conn_t *c, const msg_request_t *req)
         reply_error(c, req->id, "not_subscribed", "no subscription to this pattern");
         return;
     }
+    /* Publishes acknowledged before this request are c's: deliver them
+     * first (they may be waiting in the inbox). */
+    wrk_drain_inbox(c->w);
+    if (c->state != CONN_OPEN)
+        return; /* closed as slow by that delivery */
     remove_sub(c->w, s);
     msg_ack_t ack = {.id = req->id, .recovered = -1};
     reply_ack(c, &ack);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -208,6 +209,9 @@ void wrk_post(void *broker, int wid, frame_t *f)
  * publisher cannot starve this worker's reads. */
 static void drain_inbox(wrk_t *w)
 {
+    if (w->draining)
+        return;
+    w->draining = true;
     pthread_mutex_lock(&w->inbox_mu);
     frame_t **batch = w->inbox;
     size_t n = w->inbox_len, cap = w->inbox_cap;
@@ -237,6 +241,12 @@ static void drain_inbox(wrk_t *w)
     }
     conn_settle(w);
     pubsub_drained(w, gen);
+    w->draining = false;
+}
+
+void wrk_drain_inbox(wrk_t *w)
+{
+    drain_inbox(w);
 }
 
 /* Let throttled connections go on once none of the workers they posted to
@@ -260,9 +270,6 @@ static void release_throttled(wrk_t *w)
     batch.next->prev = &batch;
     batch.prev->next = &batch;
     link_init(&w->throttled);
-    link_init(&w->dead);
-    link_init(&w->filters);
-    smap_init(&w->byid);
     w->throttle_mask = 0;
     atomic_store(&w->has_throttled, false);
     link_t *l;
@@ -356,6 +363,11 @@ static void on_tick(uv_timer_t *t)
         if (c->ping_sent + ms(cfg->ping_timeout) > now)
             break;
         link_remove(l);
+        /* Bytes from the peer not read yet (the loop stalled, or c is held
+         * back): it answered; they are read in their turn. */
+        int unread = 0;
+        if (ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0)
+            continue;
         STAT_ADD(&w->stats, ping_timeouts, 1);
         LOG_LIMITED(LOG_INFO, w->id, c->id, "ping_timeout", "timeout=%g", cfg->ping_timeout);
         conn_close(c, WS_CLOSE_GOING_AWAY, "ping timeout", false);

@@ -62,6 +62,7 @@ struct wrk {
     bool self_posted;   /* this worker posted to its own inbox: drain in check */
     frame_t **batch;    /* the inbox array being drained */
     size_t batch_cap;
+    bool draining; /* inside drain_inbox (it must not nest) */
 
     ptable_t subs;              /* pattern -> lpat_t */
     link_t filters;             /* replay filters (pubsub.c), oldest first */
@@ -106,6 +107,13 @@ void wrk_free(wrk_t *w);
  * so an inbox holds at most the limit plus one publish per connection. */
 #define WRK_INBOX_BYTES (4u << 20)
 #define WRK_INBOX_LEN   65536
+
+/* Deliver what other workers posted to w's inbox so far (w's thread). A
+ * connection that unsubscribes or closes calls it first: every publish
+ * acknowledged before its request reached the broker is then delivered to
+ * it before the unsubscribe's ack or the Close reply. Does nothing when
+ * called from within a drain. */
+void wrk_drain_inbox(wrk_t *w);
 
 /* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
 void wrk_post(void *broker, int w, frame_t *f);
