@@ -640,6 +640,7 @@ static void conn_free(conn_t *c)
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
     if (c->ip != NULL)
         lim_ip_release(w->b->ips, c->ip);
+    free(c->wp.ctl);
     tls_free(c->tls); /* after the cancelled writes: they point into it */
     if (c->deflater != NULL) {
         pmd_deflater_end(c->deflater);
@@ -815,7 +816,7 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
     c->flags |= CF_WS;
     STAT_ADD(&w->stats, conns_open, 1);
     STAT_ADD(&w->stats, conns_total, 1);
-    ws_parser_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, c->pmd ? WS_PARSER_ALLOW_RSV1 : 0);
+    ws_decoder_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, c->pmd ? WS_PARSER_ALLOW_RSV1 : 0);
     sup_move(c, &w->ping_list);
     if (ep == EP_PUBSUB)
         pubsub_open(c);
@@ -976,7 +977,7 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
     size_t off = 0;
     while (off < len) {
         ws_event_t ev;
-        ssize_t n = ws_parser_feed(&c->wp, buf + off, len - off, &ev);
+        ssize_t n = ws_decoder_feed(&c->wp, buf + off, len - off, &ev);
         if (n < 0) {
             c->flags |= CF_DISCARD;
             if (c->state == CONN_OPEN) {
@@ -1002,6 +1003,17 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
         case WS_EV_PONG:
         case WS_EV_NONE:
             break;
+        }
+        if (c->wp.ctl != NULL && ev.type != WS_EV_NONE && ev.type != WS_EV_DATA) {
+            free(c->wp.ctl); /* that control frame is handled */
+            c->wp.ctl = NULL;
+        } else if (ws_decoder_needs_ctl(&c->wp) && off < len) {
+            /* A control frame split across reads: the only time c holds a
+             * buffer for one. */
+            if ((c->wp.ctl = malloc(WS_MAX_CONTROL)) == NULL) {
+                conn_abort(c);
+                return;
+            }
         }
         if (c->state == CONN_CLOSED || (c->flags & CF_DISCARD))
             return;

@@ -87,8 +87,8 @@ typedef struct conn {
     uint64_t msg_since; /* ms: the incomplete message's first bytes */
 
     /* input */
-    ws_parser_t wp;
-    char *head; /* unfinished HTTP head (grows to WSH_MAX_HEAD), or NULL */
+    ws_decoder_t wp; /* its control buffer only while a control frame is split */
+    char *head;      /* unfinished HTTP head (grows to WSH_MAX_HEAD), or NULL */
     uint32_t head_len, head_cap;
     size_t head_scanned;
     uint8_t *msg; /* unfinished message, or NULL */
