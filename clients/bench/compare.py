@@ -213,6 +213,8 @@ def run_one(a, broker, name, port, tag):
     url = broker.url.replace("{port}", str(port))
     argv = [a.bench] + bench_args(a, name) + ["--url", url, "--broker-pid", str(pid)]
     res["broker_cmd"] = bcmd
+    res["broker_pid"] = pid
+    res["launcher_pid"] = broker.proc.pid
     res["bench_cmd"] = " ".join(shlex.quote(w) for w in argv)
     log(f"[{tag}] {broker.label}: {bcmd}   (pid {pid})")
     log(f"[{tag}] {res['bench_cmd']}")
