@@ -427,6 +427,8 @@ def main():
                     + " --bind 127.0.0.1 --port {port} --workers 2 --log-level warn",
                     help="broker A command; {port} is replaced")
     ap.add_argument("--a-url", default="ws://127.0.0.1:{port}/ws")
+    ap.add_argument("--a-commit", default=None,
+                    help="what the report says A was built from [this checkout's HEAD]")
     ap.add_argument("--b-name", default=None, help="default: the file name of --b-cmd's program")
     ap.add_argument("--b-cmd", required=True, help="broker B command; {port} is replaced")
     ap.add_argument("--b-url", default="ws://127.0.0.1:{port}/ws")
@@ -503,7 +505,7 @@ def main():
         f"clean runs. Payload {a.payload} bytes; measured window {a.duration:g} s after "
         f"{a.warmup:g} s warm-up; bench with {a.threads} threads. Broker CPU is read from "
         "/proc/PID/stat of the process listening on the port (all its threads). "
-        f"{brokers[0].label} at commit {git_describe()}. {len(results)} runs in {elapsed:.0f} s."
+        f"{brokers[0].label} at commit {a.a_commit or git_describe()}. {len(results)} runs in {elapsed:.0f} s."
     )
     out.append("")
     for n in names:
