@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-# name: (bench scenario, arguments, what the table shows)
+# Scenario names of --scenarios and the titles of their tables.
 SCENARIOS = {
     "fanout": "fan-out: 1 publisher -> {fanout_subs} subscribers on one topic",
     "pairs": "pairs: {pairs} topics, 1 publisher + 1 subscriber each",
@@ -417,38 +417,42 @@ def main():
     build = os.path.join(ROOT, "build-test")
     ap = argparse.ArgumentParser(
         description="Run wsbroker-bench scenarios against two brokers in alternation, a fresh "
-        "broker per run, and print both columns (medians and ranges).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "broker per run, and print both columns (medians and ranges). Defaults in brackets.",
     )
-    ap.add_argument("--bench", default=os.path.join(build, "clients/bench/wsbroker-bench"),
-                    help="wsbroker-bench binary")
-    ap.add_argument("--a-name", default="wsbroker")
-    ap.add_argument("--a-cmd", default=os.path.join(build, "broker/wsbroker")
-                    + " --bind 127.0.0.1 --port {port} --workers 2 --log-level warn",
-                    help="broker A command; {port} is replaced")
-    ap.add_argument("--a-url", default="ws://127.0.0.1:{port}/ws")
+    bench = os.path.join(build, "clients/bench/wsbroker-bench")
+    a_cmd = (os.path.join(build, "broker/wsbroker")
+             + " --bind 127.0.0.1 --port {port} --workers 2 --log-level warn")
+    url = "ws://127.0.0.1:{port}/ws"
+    ap.add_argument("--bench", default=bench, help=f"wsbroker-bench binary [{bench}]")
+    ap.add_argument("--a-name", default="wsbroker", help="broker A's column [wsbroker]")
+    ap.add_argument("--a-cmd", default=a_cmd, help=f"broker A's command, {{port}} replaced [{a_cmd}]")
+    ap.add_argument("--a-url", default=url, help=f"broker A's endpoint [{url}]")
     ap.add_argument("--a-commit", default=None,
-                    help="what the report says A was built from [this checkout's HEAD]")
-    ap.add_argument("--b-name", default=None, help="default: the file name of --b-cmd's program")
-    ap.add_argument("--b-cmd", required=True, help="broker B command; {port} is replaced")
-    ap.add_argument("--b-url", default="ws://127.0.0.1:{port}/ws")
-    ap.add_argument("--scenarios", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
-    ap.add_argument("--runs", type=int, default=3, help="runs per broker and scenario")
-    ap.add_argument("--fanout-runs", type=int, default=5, help="runs per broker of fanout")
-    ap.add_argument("--duration", type=float, default=10, help="measured window, s")
-    ap.add_argument("--warmup", type=float, default=2, help="s")
-    ap.add_argument("--payload", type=int, default=128, help="bytes of each message's data")
-    ap.add_argument("--threads", type=int, default=2, help="bench threads")
-    ap.add_argument("--fanout-subs", type=int, default=1000)
-    ap.add_argument("--pairs", type=int, default=1000)
-    ap.add_argument("--lat-subs", type=int, default=100)
-    ap.add_argument("--lat1m-rate", type=float, default=10000, help="publishes/s of the first latency scenario")
-    ap.add_argument("--lat100k-rate", type=float, default=1000, help="publishes/s of the second")
-    ap.add_argument("--conns", type=int, default=10000)
-    ap.add_argument("--hold", type=float, default=5, help="conns: s held open")
-    ap.add_argument("--port", type=int, default=19200, help="first port; every run takes the next")
-    ap.add_argument("--pause", type=float, default=1, help="s between runs")
-    ap.add_argument("--out", default=None, help="directory for raw JSON and logs [/tmp/wsbroker-compare-DATE]")
+                    help="the commit the report says A was built from [this checkout's HEAD]")
+    ap.add_argument("--b-name", default=None, help="broker B's column [the file name of its program]")
+    ap.add_argument("--b-cmd", required=True, help="broker B's command, {port} replaced (required)")
+    ap.add_argument("--b-url", default=url, help=f"broker B's endpoint [{url}]")
+    ap.add_argument("--scenarios", default=",".join(ORDER),
+                    help=f"comma-separated, any of {','.join(ORDER)} [all]")
+    ap.add_argument("--runs", type=int, default=3, help="runs per broker and scenario [3]")
+    ap.add_argument("--fanout-runs", type=int, default=5, help="runs per broker of fanout [5]")
+    ap.add_argument("--duration", type=float, default=10, help="measured window, s [10]")
+    ap.add_argument("--warmup", type=float, default=2, help="warm-up before it, s [2]")
+    ap.add_argument("--payload", type=int, default=128, help="bytes of each message's data [128]")
+    ap.add_argument("--threads", type=int, default=2, help="bench threads [2]")
+    ap.add_argument("--fanout-subs", type=int, default=1000, help="fanout: subscribers [1000]")
+    ap.add_argument("--pairs", type=int, default=1000, help="pairs: topics [1000]")
+    ap.add_argument("--lat-subs", type=int, default=100, help="latency: subscribers [100]")
+    ap.add_argument("--lat1m-rate", type=float, default=10000,
+                    help="lat1m: publishes/s, all to every subscriber [10000]")
+    ap.add_argument("--lat100k-rate", type=float, default=1000, help="lat100k: publishes/s [1000]")
+    ap.add_argument("--conns", type=int, default=10000, help="conns: connections [10000]")
+    ap.add_argument("--hold", type=float, default=5, help="conns: seconds held open [5]")
+    ap.add_argument("--port", type=int, default=19200,
+                    help="first port; every run takes the next free one [19200]")
+    ap.add_argument("--pause", type=float, default=1, help="seconds between runs [1]")
+    ap.add_argument("--out", default=None,
+                    help="directory for raw JSON and logs [/tmp/wsbroker-compare-DATE]")
     a = ap.parse_args()
 
     names = [s for s in a.scenarios.split(",") if s]
