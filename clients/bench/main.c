@@ -90,7 +90,10 @@ static void usage(FILE *f)
           "  --pairs N             pairs: topics [1000]\n"
           "  --conns N             conns: connections [10000]\n"
           "  --hold S              conns: seconds to hold them open [5]\n"
-          "  --broker-pid PID      read the broker's VmRSS and CPU time from /proc\n"
+          "  --broker-pid PID      read the broker's VmRSS and CPU time from /proc (any\n"
+          "                        server process, all its threads; the server itself,\n"
+          "                        not a wrapper): adds broker CPU %, CPU per delivery\n"
+          "                        and, for conns, RSS and CPU per connection\n"
           "  --rate N/s            latency: publishes per second, all publishers [1000]\n"
           "  --allow-remote        allow a target that is not a loopback address\n"
           "  --help\n"
@@ -576,9 +579,9 @@ static bool all_closed(bench_t *b)
 
 typedef struct result {
     double setup_s, handshakes_per_s, ready_per_s, window_s, drain_s;
-    double bench_cpu_s, broker_cpu_s;
-    machine_cpu_t machine; /* in the measured window */
-    double close_s;        /* from PH_CLOSE until every connection was closed */
+    double bench_cpu_s, broker_cpu_s; /* broker: -1 when /proc could not be read */
+    machine_cpu_t machine;            /* in the measured window */
+    double close_s;                   /* from PH_CLOSE until every connection was closed */
     double setup_bench_cpu_s, setup_broker_cpu_s;
     long rss_before, rss_after, rss_closed;
     bool ran, setup_timeout, drain_timeout;
@@ -712,8 +715,13 @@ static int report(bench_t *b, const result_t *r)
     fprintf(f, ",\"setup_s\":%.3f,\"handshakes_per_s\":%.0f,\"subscribed_per_s\":%.0f", r->setup_s,
             r->handshakes_per_s, r->ready_per_s);
     fprintf(f, ",\"setup_bench_cpu_s\":%.2f", r->setup_bench_cpu_s);
-    if (o->broker_pid)
+    if (o->broker_pid && r->setup_broker_cpu_s >= 0) {
         fprintf(f, ",\"setup_broker_cpu_s\":%.2f", r->setup_broker_cpu_s);
+        uint64_t hs = SUM(b, handshakes);
+        if (hs > 0)
+            fprintf(f, ",\"setup_broker_us_per_conn\":%.1f",
+                    r->setup_broker_cpu_s * 1e6 / (double)hs);
+    }
 
     if (o->scenario == SC_CONNS) {
         if (o->broker_pid) {
@@ -753,9 +761,15 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"loop_stall_max_ms\":%.1f,\"loop_stalls_over_10ms\":%llu",
                 (double)stall / 1e6, (unsigned long long)stalls);
         fprintf(f, ",\"bench_cpu_s\":%.2f", r->bench_cpu_s);
-        if (o->broker_pid)
-            fprintf(f, ",\"broker_cpu_s\":%.2f,\"other_cpu_s\":%.2f", r->broker_cpu_s,
+        if (o->broker_pid && r->broker_cpu_s >= 0) {
+            uint64_t wd = SUM(b, win_delivered);
+            fprintf(f, ",\"broker_cpu_s\":%.2f,\"broker_cpu_pct\":%.0f", r->broker_cpu_s,
+                    100.0 * r->broker_cpu_s / win);
+            if (wd > 0)
+                fprintf(f, ",\"broker_us_per_delivery\":%.3f", r->broker_cpu_s * 1e6 / (double)wd);
+            fprintf(f, ",\"other_cpu_s\":%.2f",
                     r->machine.process + r->machine.irq - r->bench_cpu_s - r->broker_cpu_s);
+        }
         fprintf(f, ",\"process_cpu_s\":%.2f,\"irq_cpu_s\":%.2f,\"steal_cpu_s\":%.2f",
                 r->machine.process, r->machine.irq, r->machine.steal);
     }
@@ -860,6 +874,13 @@ static int make_tls_ctx(bench_t *b)
 
 /* ---- Run ---- */
 
+/* CPU seconds between two proc_cpu_s() readings of the broker, -1 if either
+ * failed (the broker exited, or its /proc entry is not readable). */
+static double cpu_delta(double before, double after)
+{
+    return before < 0 || after < 0 ? -1 : after - before;
+}
+
 static void run(bench_t *b, result_t *r)
 {
     const opts_t *o = &b->o;
@@ -878,7 +899,7 @@ static void run(bench_t *b, result_t *r)
     r->setup_s = (double)(t - b->t_setup) / 1e9;
     r->setup_bench_cpu_s = self_cpu_s() - cpu_setup;
     if (o->broker_pid)
-        r->setup_broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu_setup;
+        r->setup_broker_cpu_s = cpu_delta(bcpu_setup, proc_cpu_s(o->broker_pid));
     r->setup_timeout = !ok && !interrupted;
     r->not_ready = b->total_conns - ready - SUM(b, failed);
     uint64_t last_hs = MAXOF(b, last_handshake_ns), last_ready = MAXOF(b, last_ready_ns);
@@ -939,7 +960,7 @@ static void run(bench_t *b, result_t *r)
     r->machine.irq = m1.irq - m0.irq;
     r->machine.steal = m1.steal - m0.steal;
     if (o->broker_pid)
-        r->broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu0;
+        r->broker_cpu_s = cpu_delta(bcpu0, proc_cpu_s(o->broker_pid));
 
     uint64_t drain_end = t + (uint64_t)(o->drain * 1e9);
     bool drained = wait_until(b, &pg, "stop", drain_end, pubs_done);
