@@ -101,29 +101,39 @@ void conn_accept(wrk_t *w, int fd, bool tls)
     c->fd = fd;
     c->w = w;
     c->id = ++w->next_id;
-    c->ip = ip;
+    if (ip != NULL) {
+        if (conn_x(c) == NULL) {
+            atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+            lim_ip_release(b->ips, ip);
+            free(c);
+            refuse(w, fd, "out of memory", tls);
+            return;
+        }
+        c->x->ip = ip;
+    }
     if (tls && (c->tls = tls_new(b)) == NULL) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
         if (ip != NULL)
             lim_ip_release(b->ips, ip);
         close(fd);
+        free(c->x);
         free(c);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->ev = EPOLLIN;
-    struct epoll_event ev = {.events = c->ev, .data.ptr = c};
+    c->flags |= CF_EV_IN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
         if (ip != NULL)
             lim_ip_release(b->ips, ip);
         tls_free(c->tls);
         close(fd);
+        free(c->x);
         free(c);
         return;
     }
-    link_insert_tail(&w->conns, &c->all);
     if (b->cluster != NULL)
         wrk_conn_index(w, c, true);
     w->nconns++;
@@ -154,11 +164,54 @@ static inline frame_t *q_at(const conn_t *c, uint32_t i)
     return c->q[(c->q_head + i) & (c->q_cap - 1)];
 }
 
+/* Rings of Q_SMALL slots are kept by the worker while unused (a stack
+ * threaded through their first slot) instead of by the connections: an idle
+ * connection holds none, and one that gets a message now and then takes a
+ * ring from the stack instead of from malloc. */
+#define Q_SMALL    8
+#define RINGS_KEPT 4096 /* per worker; beyond that they go back to malloc */
+
+static frame_t **ring_take(wrk_t *w)
+{
+    void **r = w->rings;
+    if (r == NULL)
+        return malloc(Q_SMALL * sizeof(frame_t *));
+    w->rings = r[0];
+    if (--w->nrings < w->rings_low)
+        w->rings_low = w->nrings;
+    return (frame_t **)r;
+}
+
+static void ring_give(wrk_t *w, frame_t **q)
+{
+    if (w->nrings >= RINGS_KEPT) {
+        free(q);
+        return;
+    }
+    void **r = (void **)q;
+    r[0] = w->rings;
+    w->rings = r;
+    w->nrings++;
+}
+
+void conn_rings_trim(wrk_t *w, bool all)
+{
+    /* Those not taken since the last trim are not needed. */
+    uint32_t n = all ? w->nrings : w->rings_low;
+    for (uint32_t i = 0; i < n; i++) {
+        void **r = w->rings;
+        w->rings = r[0];
+        w->nrings--;
+        free(r);
+    }
+    w->rings_low = w->nrings;
+}
+
 static int q_push(conn_t *c, frame_t *f)
 {
     if (c->q_len == c->q_cap) {
-        uint32_t ncap = c->q_cap ? c->q_cap * 2 : 8;
-        frame_t **nq = malloc(ncap * sizeof(*nq));
+        uint32_t ncap = c->q_cap ? c->q_cap * 2 : Q_SMALL;
+        frame_t **nq = ncap == Q_SMALL ? ring_take(c->w) : malloc(ncap * sizeof(*nq));
         if (nq == NULL)
             return -1;
         for (uint32_t i = 0; i < c->q_len; i++)
@@ -182,14 +235,14 @@ static void q_pop(conn_t *c, uint32_t n)
     c->q_head = (c->q_head + n) & (c->q_cap - 1);
     c->q_len -= n;
     if (c->q_len == 0) {
-        c->q_head = 0;
-        if (c->q_cap > 8) {
-            /* Give memory back once a burst is written: idle connections
-             * stay small. */
+        /* Written: idle connections hold no ring. */
+        if (c->q_cap == Q_SMALL)
+            ring_give(c->w, c->q);
+        else
             free(c->q);
-            c->q = NULL;
-            c->q_cap = 0;
-        }
+        c->q = NULL;
+        c->q_cap = 0;
+        c->q_head = 0;
     }
 }
 
@@ -222,13 +275,16 @@ static void mark_pending(conn_t *c)
  * writing while output waits for room in the socket. */
 static int set_watch(conn_t *c)
 {
-    uint32_t ev = (c->flags & CF_PAUSED ? 0 : EPOLLIN) | (c->flags & CF_WRITING ? EPOLLOUT : 0);
-    if (ev == c->ev || c->state == CONN_CLOSED)
+    uint16_t want = (c->flags & CF_PAUSED ? 0 : CF_EV_IN) | (c->flags & CF_WRITING ? CF_EV_OUT : 0);
+    if (want == (c->flags & (CF_EV_IN | CF_EV_OUT)) || c->state == CONN_CLOSED)
         return 0;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
+    struct epoll_event e = {
+        .events = (want & CF_EV_IN ? EPOLLIN : 0) | (want & CF_EV_OUT ? EPOLLOUT : 0),
+        .data.ptr = c,
+    };
     if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
         return -1;
-    c->ev = ev;
+    c->flags = (uint16_t)((c->flags & ~(CF_EV_IN | CF_EV_OUT)) | want);
     return 0;
 }
 
@@ -308,7 +364,7 @@ static void mark_slow(conn_t *c, bool dead)
 /* Whether c compresses a message of this payload length. */
 static bool wants_deflate(const conn_t *c, const frame_t *f)
 {
-    if (c->pmd == 0)
+    if (!(c->flags & CF_PMD))
         return false;
     uint8_t l7 = f->data[1] & 0x7f;
     size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
@@ -335,7 +391,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     frame_t *g = f;
     conn_dlv_t how = DLV_SAME;
     if (wants_deflate(c, f)) {
-        if (c->deflater != NULL) {
+        if (conn_deflater(c) != NULL) {
             how = DLV_OWN;
         } else if ((g = frame_twin(f, &w->deflater)) != NULL) {
             how = DLV_TWIN;
@@ -362,7 +418,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
         }
         return DLV_NONE;
     }
-    if (how == DLV_OWN && (g = frame_deflate(f, c->deflater)) == NULL) {
+    if (how == DLV_OWN && (g = frame_deflate(f, c->x->deflater)) == NULL) {
         mark_slow(c, false);
         return DLV_NONE;
     }
@@ -453,7 +509,7 @@ static void after_output(conn_t *c)
     if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED &&
         c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
         conn_resume(c);
-    if (c->file != NULL)
+    if (c->x != NULL && c->x->file != NULL)
         http_file_resume(c);
     finish_if_flushed(c);
 }
@@ -591,6 +647,35 @@ static void finish_if_flushed(conn_t *c)
     conn_resume(c);
 }
 
+/* ---- What hangs off a connection at times. ---- */
+
+conn_x_t *conn_x(conn_t *c)
+{
+    if (c->x == NULL)
+        c->x = calloc(1, sizeof(*c->x));
+    return c->x;
+}
+
+static void msg_free(conn_t *c)
+{
+    if (c->msg == NULL)
+        return;
+    link_remove(&c->msg->partial);
+    free(c->msg->data);
+    free(c->msg);
+    c->msg = NULL;
+}
+
+static void held_free(conn_t *c)
+{
+    if (c->held == NULL)
+        return;
+    link_remove(&c->held->link);
+    free(c->held->stash);
+    free(c->held);
+    c->held = NULL;
+}
+
 /* ---- Closing. ---- */
 
 void conn_abort(conn_t *c)
@@ -604,25 +689,19 @@ void conn_abort(conn_t *c)
     link_remove(&c->sup);
     link_remove(&c->wait);
     link_remove(&c->pending);
-    link_remove(&c->partial);
-    link_remove(&c->throttle);
-    free(c->stash);
-    c->stash = NULL;
+    msg_free(c);
+    held_free(c);
     if (c->flags & CF_WS)
         STAT_SUB(&w->stats, conns_open, 1);
     http_file_detach(c);
-    free(c->head);
-    c->head = NULL;
-    free(c->msg);
-    c->msg = NULL;
+    http_head_free(c);
     LOG(LOG_DEBUG, w->id, c->id, "close", NULL);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     /* Freed after this loop iteration: events of the same epoll batch may
      * still name it (they see CONN_CLOSED). */
-    link_remove(&c->all);
-    link_insert_tail(&w->dead, &c->all);
+    link_insert_tail(&w->dead, &c->sup);
 }
 
 /* Free a connection closed during this loop iteration. */
@@ -632,20 +711,21 @@ static void conn_free(conn_t *c)
     if (c->q_len > 0)
         q_pop(c, c->q_len);
     free(c->q);
-    link_remove(&c->all);
+    link_remove(&c->sup);
     if (w->b->cluster != NULL)
         wrk_conn_index(w, c, false);
     w->nconns--;
     STAT_SUB(&w->stats, tcp_open, 1);
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
-    if (c->ip != NULL)
-        lim_ip_release(w->b->ips, c->ip);
+    if (c->x != NULL && c->x->ip != NULL)
+        lim_ip_release(w->b->ips, c->x->ip);
     free(c->wp.ctl);
     tls_free(c->tls); /* after the cancelled writes: they point into it */
-    if (c->deflater != NULL) {
-        pmd_deflater_end(c->deflater);
-        free(c->deflater);
+    if (conn_deflater(c) != NULL) {
+        pmd_deflater_end(c->x->deflater);
+        free(c->x->deflater);
     }
+    free(c->x);
     free(c);
 }
 
@@ -653,7 +733,7 @@ void conn_free_closed(wrk_t *w)
 {
     link_t *l;
     while ((l = link_first(&w->dead)) != NULL)
-        conn_free(link_entry(l, conn_t, all));
+        conn_free(link_entry(l, conn_t, sup));
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
 }
@@ -671,11 +751,8 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
         if (c->endpoint == EP_PUBSUB)
             pubsub_close(c);
         link_remove(&c->wait);
-        link_remove(&c->partial);
         sup_move(c, &c->w->closing_list);
-        free(c->msg);
-        c->msg = NULL;
-        c->msg_len = c->msg_cap = 0;
+        msg_free(c);
     }
     if (!(c->flags & CF_CLOSE_SENT)) {
         conn_send(c, frame_close(code, reason));
@@ -699,16 +776,21 @@ void conn_throttle(conn_t *c, uint64_t targets)
     wrk_t *w = c->w;
     if (c->flags & CF_THROTTLED)
         return;
+    conn_held_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return; /* out of memory: the inbox bound is exceeded instead */
+    h->c = c;
+    c->held = h;
     c->flags |= CF_THROTTLED;
     w->throttle_mask |= targets;
-    link_insert_tail(&w->throttled, &c->throttle);
+    link_insert_tail(&w->throttled, &h->link);
     atomic_store(&w->has_throttled, true);
     /* Pairs with drain_inbox: it clears its bit, then looks at
      * has_throttled; so either it wakes this worker or this sees the bit
      * already clear. */
     if ((atomic_load(&w->b->congested) & targets) == 0) {
         c->flags &= ~CF_THROTTLED;
-        link_remove(&c->throttle);
+        held_free(c);
         return;
     }
     STAT_ADD(&w->stats, publish_throttles, 1);
@@ -720,12 +802,11 @@ void conn_unthrottle(conn_t *c)
     if (!(c->flags & CF_THROTTLED))
         return;
     c->flags &= ~CF_THROTTLED;
-    link_remove(&c->throttle);
-    if (c->stash != NULL) {
-        uint8_t *held = c->stash;
-        uint32_t n = c->stash_len;
-        c->stash = NULL;
-        c->stash_len = 0;
+    uint8_t *held = c->held->stash;
+    uint32_t n = c->held->stash_len;
+    c->held->stash = NULL;
+    held_free(c);
+    if (held != NULL) {
         conn_ws_input(c, held, n);
         free(held);
     }
@@ -748,9 +829,7 @@ void conn_http_pending(conn_t *c)
     c->state = CONN_CLOSING;
     c->flags |= CF_DISCARD;
     sup_move(c, &c->w->closing_list);
-    free(c->head);
-    c->head = NULL;
-    c->head_len = c->head_cap = 0;
+    http_head_free(c);
 }
 
 void conn_http_done(conn_t *c)
@@ -780,35 +859,46 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
                   const pmd_params_t *pmd)
 {
     wrk_t *w = c->w;
-    c->auth = auth; /* freed with the session (pubsub_close) or here */
+    if (auth != NULL || pmd != NULL) {
+        if (conn_x(c) == NULL) {
+            if (response != NULL)
+                frame_unref(response);
+            auth_free(auth);
+            conn_abort(c);
+            return;
+        }
+        c->x->auth = auth; /* freed with the session (pubsub_close) or here */
+    }
     if (pmd != NULL) {
         /* A context of its own when the broker keeps context between
          * messages, or when the client limits the window (the shared twin
          * uses the full window). */
         if (!pmd->server_no_context_takeover || pmd->server_max_window_bits < 15) {
-            c->deflater = malloc(sizeof(*c->deflater));
-            if (c->deflater != NULL &&
-                pmd_deflater_init(c->deflater, pmd->server_max_window_bits,
-                                  pmd->server_no_context_takeover) != PMD_OK) {
-                pmd_deflater_end(c->deflater);
-                free(c->deflater);
-                c->deflater = NULL;
+            pmd_deflater_t *d = malloc(sizeof(*d));
+            if (d != NULL && pmd_deflater_init(d, pmd->server_max_window_bits,
+                                               pmd->server_no_context_takeover) != PMD_OK) {
+                pmd_deflater_end(d);
+                free(d);
+                d = NULL;
             }
-            if (c->deflater == NULL) {
+            if (d == NULL) {
                 if (response != NULL)
                     frame_unref(response);
-                auth_free(c->auth);
-                c->auth = NULL;
+                auth_free(c->x->auth);
+                c->x->auth = NULL;
                 conn_abort(c);
                 return;
             }
+            c->x->deflater = d;
         }
-        c->pmd = 1;
+        c->flags |= CF_PMD;
     }
     conn_send(c, response);
     if (c->state == CONN_CLOSED) {
-        auth_free(c->auth);
-        c->auth = NULL;
+        if (c->x != NULL) {
+            auth_free(c->x->auth);
+            c->x->auth = NULL;
+        }
         return;
     }
     c->state = CONN_OPEN;
@@ -816,7 +906,8 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
     c->flags |= CF_WS;
     STAT_ADD(&w->stats, conns_open, 1);
     STAT_ADD(&w->stats, conns_total, 1);
-    ws_decoder_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, c->pmd ? WS_PARSER_ALLOW_RSV1 : 0);
+    ws_decoder_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message,
+                    c->flags & CF_PMD ? WS_PARSER_ALLOW_RSV1 : 0);
     sup_move(c, &w->ping_list);
     if (ep == EP_PUBSUB)
         pubsub_open(c);
@@ -829,7 +920,7 @@ static void on_message(conn_t *c, uint8_t opcode, const uint8_t *data, size_t le
     if (c->endpoint == EP_ECHO) {
         frame_t *f = frame_make(opcode, data, len);
         if (f != NULL && wants_deflate(c, f)) {
-            frame_t *g = frame_deflate(f, c->deflater ? c->deflater : &c->w->deflater);
+            frame_t *g = frame_deflate(f, conn_deflater(c) ? c->x->deflater : &c->w->deflater);
             frame_unref(f);
             f = g;
         }
@@ -874,37 +965,42 @@ static void on_compressed(conn_t *c, uint8_t opcode, const uint8_t *data, size_t
  * the broker reserve --max-message by sending a header alone. */
 #define SIZE_FROM_HEADER (64 * 1024)
 
-static int msg_reserve(conn_t *c, size_t need, uint64_t rest)
+static int msg_reserve(conn_msg_t *m, size_t need, uint64_t rest)
 {
-    if (need <= c->msg_cap)
+    if (need <= m->cap)
         return 0;
     size_t announced = need + (size_t)rest;
     size_t ncap;
     if (announced <= SIZE_FROM_HEADER) {
         ncap = announced;
     } else {
-        ncap = c->msg_cap ? c->msg_cap * 2 : 4096;
+        ncap = m->cap ? m->cap * 2 : 4096;
         while (ncap < need)
             ncap *= 2;
         if (ncap > announced)
             ncap = announced;
     }
-    uint8_t *nm = realloc(c->msg, ncap);
+    uint8_t *nm = realloc(m->data, ncap);
     if (nm == NULL)
         return -1;
-    c->msg = nm;
-    c->msg_cap = ncap;
+    m->data = nm;
+    m->cap = ncap;
     return 0;
 }
 
 /* A message has started and not finished: the supervisor closes c if it
- * does not complete within --message-timeout. */
-static void partial_begin(conn_t *c)
+ * does not complete within --message-timeout. NULL: out of memory. */
+static conn_msg_t *msg_begin(conn_t *c)
 {
-    if (!link_linked(&c->partial)) {
-        c->msg_since = wrk_now(c->w);
-        link_insert_tail(&c->w->msg_list, &c->partial);
+    if (c->msg == NULL) {
+        if ((c->msg = calloc(1, sizeof(*c->msg))) == NULL)
+            return NULL;
+        c->msg->c = c;
+        c->msg->since = wrk_now(c->w);
+        link_insert_tail(&c->w->msg_list, &c->msg->partial);
     }
+    c->msg->len = 0;
+    return c->msg;
 }
 
 static void on_data(conn_t *c, const ws_event_t *ev)
@@ -919,24 +1015,21 @@ static void on_data(conn_t *c, const ws_event_t *ev)
         (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, ev->data, ev->len);
         return;
     }
-    if (ev->first) {
-        c->msg_len = 0;
-        partial_begin(c);
-    }
+    conn_msg_t *m = ev->first ? msg_begin(c) : c->msg;
     /* The parser already bounded the message by --max-message. */
-    if (msg_reserve(c, c->msg_len + ev->len, ev->fin ? 0 : c->wp.remaining) != 0) {
+    if (m == NULL || msg_reserve(m, m->len + ev->len, ev->fin ? 0 : c->wp.remaining) != 0) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return;
     }
     if (ev->len > 0)
-        memcpy(c->msg + c->msg_len, ev->data, ev->len);
-    c->msg_len += ev->len;
+        memcpy(m->data + m->len, ev->data, ev->len);
+    m->len += ev->len;
     if (ev->fin) {
-        link_remove(&c->partial);
-        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, c->msg, c->msg_len);
-        free(c->msg);
-        c->msg = NULL;
-        c->msg_len = c->msg_cap = 0;
+        c->msg = NULL; /* (closing from inside must not free it) */
+        link_remove(&m->partial);
+        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, m->data, m->len);
+        free(m->data);
+        free(m);
     }
 }
 
@@ -964,14 +1057,15 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
 {
     if (c->flags & CF_THROTTLED) {
         /* More early input behind held-back input: it waits too. */
-        uint8_t *ns = realloc(c->stash, (size_t)c->stash_len + len);
+        conn_held_t *h = c->held;
+        uint8_t *ns = realloc(h->stash, (size_t)h->stash_len + len);
         if (ns == NULL) {
             conn_abort(c);
             return;
         }
-        memcpy(ns + c->stash_len, buf, len);
-        c->stash = ns;
-        c->stash_len += (uint32_t)len;
+        memcpy(ns + h->stash_len, buf, len);
+        h->stash = ns;
+        h->stash_len += (uint32_t)len;
         return;
     }
     size_t off = 0;
@@ -1019,13 +1113,14 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
             return;
         if ((c->flags & CF_THROTTLED) && off < len) {
             /* Keep the unparsed rest (still masked) for conn_unthrottle. */
-            c->stash = malloc(len - off);
-            if (c->stash == NULL) {
+            conn_held_t *h = c->held;
+            h->stash = malloc(len - off);
+            if (h->stash == NULL) {
                 conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
                 return;
             }
-            memcpy(c->stash, buf + off, len - off);
-            c->stash_len = (uint32_t)(len - off);
+            memcpy(h->stash, buf + off, len - off);
+            h->stash_len = (uint32_t)(len - off);
             return;
         }
     }

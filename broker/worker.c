@@ -78,7 +78,6 @@ wrk_t *wrk_new(broker_t *b, int id)
         w->lsn[i] = (lsn_t){.fd = -1, .tls = i == 1, .w = w};
     pthread_mutex_init(&w->inbox_mu, NULL);
     ptable_init(&w->subs);
-    link_init(&w->conns);
     link_init(&w->hs_list);
     link_init(&w->ping_list);
     link_init(&w->wait_list);
@@ -274,7 +273,7 @@ static void release_throttled(wrk_t *w)
     atomic_store(&w->has_throttled, false);
     link_t *l;
     while ((l = link_first(&batch)) != NULL)
-        conn_unthrottle(link_entry(l, conn_t, throttle));
+        conn_unthrottle(link_entry(l, conn_held_t, link)->c);
 }
 
 static void on_wake(uv_async_t *a)
@@ -312,6 +311,7 @@ static void on_tick(uv_timer_t *t)
     link_t *l;
 
     release_throttled(w);
+    conn_rings_trim(w, false);
     /* Expired history of idle topics: a sweep per TTL, at most one a second. */
     uint64_t period = ms(cfg->history_ttl) > 1000 ? ms(cfg->history_ttl) : 1000;
     if (cfg->history_ttl > 0 && now - w->swept >= period) {
@@ -335,8 +335,8 @@ static void on_tick(uv_timer_t *t)
         }
     }
     while ((l = link_first(&w->msg_list)) != NULL) {
-        conn_t *c = link_entry(l, conn_t, partial);
-        if (c->msg_since + ms(cfg->message_timeout) > now)
+        conn_t *c = link_entry(l, conn_msg_t, partial)->c;
+        if (c->msg->since + ms(cfg->message_timeout) > now)
             break;
         link_remove(l);
         STAT_ADD(&w->stats, message_timeouts, 1);
@@ -507,14 +507,18 @@ void wrk_command(wrk_t *w, int phase)
     uv_async_send(&w->ctl);
 }
 
+/* Every live connection is on exactly one of these (by state). */
+#define EACH_LIST(w, lists) link_t *lists[] = {&(w)->closing_list, &(w)->ping_list, &(w)->hs_list}
+
 static void on_drain_deadline(uv_timer_t *t)
 {
     wrk_t *w = t->data;
-    /* conn_abort moves c to w->dead: step on first. */
-    for (link_t *l = w->conns.next; l != &w->conns;) {
-        conn_t *c = link_entry(l, conn_t, all);
-        l = l->next;
-        conn_abort(c);
+    EACH_LIST(w, lists);
+    /* conn_abort moves c to w->dead. */
+    for (int i = 0; i < 3; i++) {
+        link_t *l;
+        while ((l = link_first(lists[i])) != NULL)
+            conn_abort(link_entry(l, conn_t, sup));
     }
 }
 
@@ -522,13 +526,18 @@ static void quiesce(wrk_t *w)
 {
     w->phase = 1;
     listen_close(w);
-    for (link_t *l = w->conns.next; l != &w->conns;) {
-        conn_t *c = link_entry(l, conn_t, all);
-        l = l->next;
-        if (c->state == CONN_HTTP)
-            conn_http_error(c, 503, "server shutting down");
-        else
-            conn_pause(c);
+    /* Closing and open ones stop reading; then HTTP ones get their 503
+     * (which moves them to the closing list, already walked). */
+    EACH_LIST(w, lists);
+    for (int i = 0; i < 3; i++) {
+        for (link_t *l = lists[i]->next; l != lists[i];) {
+            conn_t *c = link_entry(l, conn_t, sup);
+            l = l->next;
+            if (c->state == CONN_HTTP)
+                conn_http_error(c, 503, "server shutting down");
+            else
+                conn_pause(c);
+        }
     }
     broker_t *b = w->b;
     if (atomic_fetch_sub(&b->quiesce_left, 1) == 1)
@@ -540,13 +549,18 @@ static void close_all(wrk_t *w)
 {
     w->phase = 2;
     drain_inbox(w);
-    for (link_t *l = w->conns.next; l != &w->conns;) {
-        conn_t *c = link_entry(l, conn_t, all);
-        l = l->next;
-        if (c->state == CONN_OPEN)
-            conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
-        else if (c->state == CONN_CLOSING)
-            conn_resume(c);
+    /* The closing ones read on (for the peer's Close), then the open ones
+     * are closed (which moves them to the closing list, already walked). */
+    EACH_LIST(w, lists);
+    for (int i = 0; i < 3; i++) {
+        for (link_t *l = lists[i]->next; l != lists[i];) {
+            conn_t *c = link_entry(l, conn_t, sup);
+            l = l->next;
+            if (c->state == CONN_OPEN)
+                conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
+            else if (c->state == CONN_CLOSING)
+                conn_resume(c);
+        }
     }
     uv_timer_start(&w->drain, on_drain_deadline, ms(w->cfg->close_timeout), 0);
     if (w->nconns == 0)
@@ -657,6 +671,7 @@ void wrk_free(wrk_t *w)
     free(w->inbox);
     free(w->batch);
     free(w->slow);
+    conn_rings_trim(w, true);
     pmd_deflater_end(&w->deflater);
     pmd_inflater_end(&w->inflater);
     free(w->inflated.buf);

@@ -70,7 +70,6 @@ struct wrk {
     uint64_t next_token;        /* cluster mode: names of pending subscriptions */
     smap_t byid;                /* cluster mode: connection id -> conn_t */
     uint64_t swept;             /* ms: the last history sweep */
-    link_t conns;               /* every connection of this worker */
     link_t hs_list;             /* HTTP state, by accept time */
     link_t ping_list;           /* open, by time of the last Ping */
     link_t wait_list;           /* Ping sent, nothing received since, by Ping time */
@@ -80,6 +79,8 @@ struct wrk {
     link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
+    void *rings;                /* unused output rings (conn.c) */
+    uint32_t nrings, rings_low; /* their number; its low mark since the last trim */
     struct conn **slow;         /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
     uint64_t nconns;

@@ -86,14 +86,14 @@ typedef struct ws_decoder {
     uint8_t hdr_have, hdr_need;
     uint8_t opcode;     /* current frame */
     uint8_t msg_opcode; /* message in progress, 0 if none */
-    bool fin, masked, msg_rsv1, msg_first;
+    bool fin : 1, masked : 1, msg_rsv1 : 1, msg_first : 1;
     uint8_t mask[4];
     uint8_t mask_off;
+    utf8_t utf8;
+    uint8_t ctl_len;
     uint64_t remaining; /* payload bytes left in the current frame */
     uint64_t msg_len;   /* payload bytes of the message so far */
     uint64_t max_message;
-    utf8_t utf8;
-    uint8_t ctl_len;
     /* public: room for WS_MAX_CONTROL bytes where a split control frame's
      * payload is gathered, or NULL. Set by the caller when
      * ws_decoder_needs_ctl; it may be released (and set to NULL again) once the
