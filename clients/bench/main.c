@@ -844,13 +844,13 @@ static int report(bench_t *b, const result_t *r)
 
 /* ---- TLS ---- */
 
-/* The client context every wss:// connection shares: TLS 1.2 at least, the
+/* A bench thread's client context (one per thread): TLS 1.2 at least, the
  * broker's certificate checked against --cafile or the system's CA bundle
  * unless --insecure. The bundle file ($SSL_CERT_FILE, else OpenSSL's
  * default, /etc/ssl/certs/ca-certificates.crt on Debian) is read once here;
  * the hashed directory is not used, so that handshakes never touch the
  * file system while they are measured. */
-static int make_tls_ctx(bench_t *b)
+static int make_tls_ctx(bench_t *b, SSL_CTX **out)
 {
     const opts_t *o = &b->o;
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -868,7 +868,7 @@ static int make_tls_ctx(bench_t *b)
         return -1;
     }
     SSL_CTX_set_verify(ctx, o->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    b->tls_ctx = ctx;
+    *out = ctx;
     return 0;
 }
 
@@ -999,8 +999,9 @@ int main(int argc, char **argv)
     snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(getpid() ^ (now_ns() >> 10)));
     if (scen_plan(b) < 0)
         return 2;
-    if (b->o.tls && make_tls_ctx(b) < 0)
-        return 2;
+    for (unsigned i = 0; b->o.tls && i < b->o.threads; i++)
+        if (make_tls_ctx(b, &b->th[i].tls_ctx) < 0)
+            return 2;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1040,10 +1041,11 @@ int main(int argc, char **argv)
         res.rss_closed = proc_rss_kib(b->o.broker_pid);
     }
     status = report(b, &res);
-    for (unsigned i = 0; i < b->o.threads; i++)
+    for (unsigned i = 0; i < b->o.threads; i++) {
+        SSL_CTX_free(b->th[i].tls_ctx);
         thr_free(&b->th[i]);
+    }
     free(b->th);
     free(b->topics);
-    SSL_CTX_free(b->tls_ctx);
     return status;
 }
