@@ -125,6 +125,10 @@ static int connection_limit(const cfg_t *cfg, uint64_t fd_limit)
 
 int main(int argc, char **argv)
 {
+    /* `wsbroker token ...`, or the same program run as wsbroker-token. */
+    const char *name = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    if (strcmp(name, "wsbroker-token") == 0)
+        return token_main(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "token") == 0)
         return token_main(argc - 1, argv + 1);
     cfg_t cfg;

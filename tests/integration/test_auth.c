@@ -259,6 +259,17 @@ START_TEST(token_subcommand)
     st = it_run((const char *const[]){"token", "--help", NULL}, NULL, out, sizeof(out), err,
                 sizeof(err), 5000);
     IT_ASSERT(st == 0 && strstr(out, "--subscribe"), "--help: status %d", st);
+    /* The same program run as wsbroker-token (the build's symlink). */
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "'%s-token' --secret '%s' --sub alias --publish 'a.>' --ttl 60",
+             WSBROKER_BIN, SECRET);
+    FILE *tp = popen(cmd, "r");
+    IT_ASSERT(tp != NULL, "popen %s", cmd);
+    char tok[2048] = "";
+    size_t tn = fread(tok, 1, sizeof(tok) - 1, tp);
+    tok[tn] = '\0';
+    IT_ASSERT(pclose(tp) == 0 && strncmp(tok, "eyJ", 3) == 0 && strchr(tok, '.') != NULL,
+              "wsbroker-token: %s", tok);
     st = it_run((const char *const[]){"--auth-secret-file", "/nonexistent/secret", NULL}, NULL, out,
                 sizeof(out), err, sizeof(err), 5000);
     IT_ASSERT(st == 2 && strstr(err, "auth-secret-file"), "missing secret file: %d %s", st, err);
