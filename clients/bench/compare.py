@@ -160,8 +160,9 @@ def listener_pid(root, port):
 
 
 class Broker:
-    def __init__(self, label, cmd, url):
+    def __init__(self, label, cmd, url, extra=""):
         self.label, self.cmd, self.url = label, cmd, url
+        self.extra = shlex.split(extra)  # bench arguments for this broker only
 
     def start(self, port, logpath):
         argv = [w.replace("{port}", str(port)) for w in shlex.split(self.cmd)]
@@ -211,7 +212,7 @@ def run_one(a, broker, name, port, tag):
         broker.stop()
         return res
     url = broker.url.replace("{port}", str(port))
-    argv = [a.bench] + bench_args(a, name) + ["--url", url, "--broker-pid", str(pid)]
+    argv = [a.bench] + bench_args(a, name) + broker.extra + ["--url", url, "--broker-pid", str(pid)]
     res["broker_cmd"] = bcmd
     res["broker_pid"] = pid
     res["launcher_pid"] = broker.proc.pid
@@ -432,6 +433,10 @@ def main():
     ap.add_argument("--b-name", default=None, help="broker B's column [the file name of its program]")
     ap.add_argument("--b-cmd", required=True, help="broker B's command, {port} replaced (required)")
     ap.add_argument("--b-url", default=url, help=f"broker B's endpoint [{url}]")
+    ap.add_argument("--a-bench-args", default="",
+                    help="extra wsbroker-bench arguments for broker A's runs, e.g. --deflate")
+    ap.add_argument("--b-bench-args", default="",
+                    help="extra wsbroker-bench arguments for broker B's runs, e.g. --insecure")
     ap.add_argument("--scenarios", default=",".join(ORDER),
                     help=f"comma-separated, any of {','.join(ORDER)} [all]")
     ap.add_argument("--runs", type=int, default=3, help="runs per broker and scenario [3]")
@@ -462,7 +467,8 @@ def main():
     if not os.access(a.bench, os.X_OK):
         ap.error(f"{a.bench} is not an executable (build it: cmake --build build-test --target wsbroker-bench)")
     b_name = a.b_name or os.path.basename(shlex.split(a.b_cmd)[0])
-    brokers = [Broker(a.a_name, a.a_cmd, a.a_url), Broker(b_name, a.b_cmd, a.b_url)]
+    brokers = [Broker(a.a_name, a.a_cmd, a.a_url, a.a_bench_args),
+               Broker(b_name, a.b_cmd, a.b_url, a.b_bench_args)]
     if brokers[0].label == brokers[1].label:
         brokers[1].label += " (B)"
     now = datetime.datetime.now(datetime.timezone.utc)
