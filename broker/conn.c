@@ -4,10 +4,15 @@
  */
 #include "conn.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <wsproto/utf8.h>
@@ -19,19 +24,9 @@
 #include "pubsub.h"
 #include "tls.h"
 
-#define IOV_BATCH     256
-#define WREQ_POOL_MAX 1024
+#define IOV_BATCH 256
+#define READS     4 /* reads per readiness: fair to the other connections */
 
-struct wreq {
-    uv_write_t req;
-    conn_t *c;
-    uint32_t nframes;
-    uint64_t bytes;
-    wreq_t *next_free;
-};
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void on_close(uv_handle_t *h);
 static void finish_if_flushed(conn_t *c);
 static int write_now(conn_t *c);
 
@@ -42,15 +37,6 @@ static void sup_move(conn_t *c, link_t *list)
     link_remove(&c->sup);
     c->since = wrk_now(c->w);
     link_insert_tail(list, &c->sup);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    conn_t *c = h->data;
-    /* One buffer per worker: libuv calls read_cb right after alloc_cb on
-     * the same thread, and everything kept past read_cb is copied out. */
-    *buf = uv_buf_init((char *)c->w->rbuf, sizeof(c->w->rbuf));
 }
 
 /* Turn fd away with a 503 and close it, without a conn_t: the answer fits
@@ -78,11 +64,6 @@ static void refuse(wrk_t *w, int fd, const char *why, bool tls)
     STAT_ADD(&w->stats, conns_refused, 1);
     LOG_LIMITED(LOG_WARN, w->id, 0, "connection_refused", "reason=\"%s\" limit=%u", why,
                 w->b->conn_limit);
-}
-
-static void on_close_unopened(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 void conn_accept(wrk_t *w, int fd, bool tls)
@@ -117,43 +98,53 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         refuse(w, fd, "out of memory", tls);
         return;
     }
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_tcp_open(&c->tcp, fd) != 0) {
-        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
-        if (ip != NULL)
-            lim_ip_release(b->ips, ip);
-        close(fd);
-        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
-        return;
-    }
+    c->fd = fd;
     c->w = w;
     c->id = ++w->next_id;
-    c->ip = ip;
+    if (ip != NULL) {
+        if (conn_x(c) == NULL) {
+            atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+            lim_ip_release(b->ips, ip);
+            free(c);
+            refuse(w, fd, "out of memory", tls);
+            return;
+        }
+        c->x->ip = ip;
+    }
     if (tls && (c->tls = tls_new(b)) == NULL) {
         atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
         if (ip != NULL)
             lim_ip_release(b->ips, ip);
-        uv_close((uv_handle_t *)&c->tcp, on_close_unopened);
+        close(fd);
+        free(c->x);
+        free(c);
         return;
     }
-    link_insert_tail(&w->conns, &c->all);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->flags |= CF_EV_IN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        atomic_fetch_sub_explicit(&b->tcp_conns, 1, memory_order_relaxed);
+        if (ip != NULL)
+            lim_ip_release(b->ips, ip);
+        tls_free(c->tls);
+        close(fd);
+        free(c->x);
+        free(c);
+        return;
+    }
     if (b->cluster != NULL)
         wrk_conn_index(w, c, true);
     w->nconns++;
     STAT_ADD(&w->stats, tcp_open, 1);
-    uv_tcp_nodelay(&c->tcp, 1);
     sup_move(c, &w->hs_list);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        conn_abort(c);
-        return;
-    }
     if (log_min_level <= LOG_DEBUG) {
         struct sockaddr_storage ss;
-        int len = sizeof(ss);
+        socklen_t len = sizeof(ss);
         char peer[64] = "?";
         int port = 0;
-        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
             if (ss.ss_family == AF_INET6) {
                 uv_ip6_name((struct sockaddr_in6 *)&ss, peer, sizeof(peer));
                 port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
@@ -173,11 +164,54 @@ static inline frame_t *q_at(const conn_t *c, uint32_t i)
     return c->q[(c->q_head + i) & (c->q_cap - 1)];
 }
 
+/* Rings of Q_SMALL slots are kept by the worker while unused (a stack
+ * threaded through their first slot) instead of by the connections: an idle
+ * connection holds none, and one that gets a message now and then takes a
+ * ring from the stack instead of from malloc. */
+#define Q_SMALL    8
+#define RINGS_KEPT 4096 /* per worker; beyond that they go back to malloc */
+
+static frame_t **ring_take(wrk_t *w)
+{
+    void **r = w->rings;
+    if (r == NULL)
+        return malloc(Q_SMALL * sizeof(frame_t *));
+    w->rings = r[0];
+    if (--w->nrings < w->rings_low)
+        w->rings_low = w->nrings;
+    return (frame_t **)r;
+}
+
+static void ring_give(wrk_t *w, frame_t **q)
+{
+    if (w->nrings >= RINGS_KEPT) {
+        free(q);
+        return;
+    }
+    void **r = (void **)q;
+    r[0] = w->rings;
+    w->rings = r;
+    w->nrings++;
+}
+
+void conn_rings_trim(wrk_t *w, bool all)
+{
+    /* Those not taken since the last trim are not needed. */
+    uint32_t n = all ? w->nrings : w->rings_low;
+    for (uint32_t i = 0; i < n; i++) {
+        void **r = w->rings;
+        w->rings = r[0];
+        w->nrings--;
+        free(r);
+    }
+    w->rings_low = w->nrings;
+}
+
 static int q_push(conn_t *c, frame_t *f)
 {
     if (c->q_len == c->q_cap) {
-        uint32_t ncap = c->q_cap ? c->q_cap * 2 : 8;
-        frame_t **nq = malloc(ncap * sizeof(*nq));
+        uint32_t ncap = c->q_cap ? c->q_cap * 2 : Q_SMALL;
+        frame_t **nq = ncap == Q_SMALL ? ring_take(c->w) : malloc(ncap * sizeof(*nq));
         if (nq == NULL)
             return -1;
         for (uint32_t i = 0; i < c->q_len; i++)
@@ -201,24 +235,22 @@ static void q_pop(conn_t *c, uint32_t n)
     c->q_head = (c->q_head + n) & (c->q_cap - 1);
     c->q_len -= n;
     if (c->q_len == 0) {
-        c->q_head = 0;
-        if (c->q_cap > 8) {
-            /* Give memory back once a burst is written: idle connections
-             * stay small. */
+        /* Written: idle connections hold no ring. */
+        if (c->q_cap == Q_SMALL)
+            ring_give(c->w, c->q);
+        else
             free(c->q);
-            c->q = NULL;
-            c->q_cap = 0;
-        }
+        c->q = NULL;
+        c->q_cap = 0;
+        c->q_head = 0;
     }
 }
 
-/* Release the frames not yet handed to the kernel (after the in-flight
- * ones). Used when closing: they will never be sent. */
+/* Release the frames not yet handed to the kernel. Used when closing: they
+ * will never be sent. */
 static void q_drop_unsent(conn_t *c)
 {
-    uint32_t keep = c->q_inflight;
-    if (keep == 0 && c->out_off > 0)
-        keep = 1; /* a partly written frame must be completed */
+    uint32_t keep = c->out_off > 0 ? 1 : 0; /* a partly written frame must be completed */
     for (uint32_t i = keep; i < c->q_len; i++) {
         frame_t *f = q_at(c, i);
         c->out_bytes -= f->len;
@@ -239,11 +271,35 @@ static void mark_pending(conn_t *c)
         link_insert_tail(&c->w->pending, &c->pending);
 }
 
+/* What the worker's epoll set watches for c: reading unless paused,
+ * writing while output waits for room in the socket. */
+static int set_watch(conn_t *c)
+{
+    uint16_t want = (c->flags & CF_PAUSED ? 0 : CF_EV_IN) | (c->flags & CF_WRITING ? CF_EV_OUT : 0);
+    if (want == (c->flags & (CF_EV_IN | CF_EV_OUT)) || c->state == CONN_CLOSED)
+        return 0;
+    struct epoll_event e = {
+        .events = (want & CF_EV_IN ? EPOLLIN : 0) | (want & CF_EV_OUT ? EPOLLOUT : 0),
+        .data.ptr = c,
+    };
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
+        return -1;
+    c->flags = (uint16_t)((c->flags & ~(CF_EV_IN | CF_EV_OUT)) | want);
+    return 0;
+}
+
+/* set_watch, dropping c if the kernel refuses (out of memory). */
+static void watch(conn_t *c)
+{
+    if (set_watch(c) != 0)
+        conn_abort(c);
+}
+
 void conn_pause(conn_t *c)
 {
     if (!(c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
         c->flags |= CF_PAUSED;
+        watch(c);
     }
 }
 
@@ -251,8 +307,7 @@ void conn_resume(conn_t *c)
 {
     if ((c->flags & CF_PAUSED) && c->state != CONN_CLOSED) {
         c->flags &= ~CF_PAUSED;
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-            conn_abort(c);
+        watch(c);
     }
 }
 
@@ -309,7 +364,7 @@ static void mark_slow(conn_t *c, bool dead)
 /* Whether c compresses a message of this payload length. */
 static bool wants_deflate(const conn_t *c, const frame_t *f)
 {
-    if (c->pmd == 0)
+    if (!(c->flags & CF_PMD))
         return false;
     uint8_t l7 = f->data[1] & 0x7f;
     size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
@@ -336,7 +391,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     frame_t *g = f;
     conn_dlv_t how = DLV_SAME;
     if (wants_deflate(c, f)) {
-        if (c->deflater != NULL) {
+        if (conn_deflater(c) != NULL) {
             how = DLV_OWN;
         } else if ((g = frame_twin(f, &w->deflater)) != NULL) {
             how = DLV_TWIN;
@@ -363,7 +418,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
         }
         return DLV_NONE;
     }
-    if (how == DLV_OWN && (g = frame_deflate(f, c->deflater)) == NULL) {
+    if (how == DLV_OWN && (g = frame_deflate(f, c->x->deflater)) == NULL) {
         mark_slow(c, false);
         return DLV_NONE;
     }
@@ -408,38 +463,6 @@ void conn_close_slow(conn_t *c)
 }
 
 /* ---- Writing. ---- */
-
-static wreq_t *wreq_get(wrk_t *w)
-{
-    wreq_t *r = w->wreq_free;
-    if (r != NULL) {
-        w->wreq_free = r->next_free;
-        w->wreq_nfree--;
-        return r;
-    }
-    return malloc(sizeof(*r));
-}
-
-static void wreq_put(wrk_t *w, wreq_t *r)
-{
-    if (w->wreq_nfree >= WREQ_POOL_MAX) {
-        free(r);
-        return;
-    }
-    r->next_free = w->wreq_free;
-    w->wreq_free = r;
-    w->wreq_nfree++;
-}
-
-void conn_pool_free(wrk_t *w)
-{
-    while (w->wreq_free != NULL) {
-        wreq_t *r = w->wreq_free;
-        w->wreq_free = r->next_free;
-        free(r);
-    }
-    w->wreq_nfree = 0;
-}
 
 /* n bytes of the head of the ring are gone (written or encrypted). */
 static void ring_advance(conn_t *c, size_t n)
@@ -486,51 +509,21 @@ static void after_output(conn_t *c)
     if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED &&
         c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
         conn_resume(c);
-    if (c->file != NULL)
+    if (c->x != NULL && c->x->file != NULL)
         http_file_resume(c);
     finish_if_flushed(c);
 }
 
-static void on_write(uv_write_t *req, int status)
-{
-    wreq_t *r = (wreq_t *)req;
-    conn_t *c = r->c;
-    wrk_t *w = c->w;
-    c->flags &= ~CF_WRITING;
-    if (status == 0)
-        STAT_ADD(&w->stats, bytes_out, r->bytes);
-    c->out_bytes -= r->bytes;
-    if (c->tls != NULL) {
-        tls_written(c->tls, r->bytes);
-    } else {
-        c->out_off = 0;
-        c->q_inflight = 0;
-        q_pop(c, r->nframes);
-    }
-    wreq_put(w, r);
-    if (c->state == CONN_CLOSED)
-        return;
-    if (status < 0) {
-        LOG(LOG_DEBUG, w->id, c->id, "write_failed", "error=%s", uv_strerror(status));
-        conn_abort(c);
-        return;
-    }
-    if (!out_empty(c))
-        conn_flush(c);
-    else
-        after_output(c);
-}
-
 /* Point iov at the first frames of the ring (the first one from out_off).
  * Sets *n to the number of entries; returns their total length. */
-static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
+static size_t fill_iov(const conn_t *c, struct iovec *iov, uint32_t *n)
 {
     size_t total = 0;
     *n = c->q_len < IOV_BATCH ? c->q_len : IOV_BATCH;
     for (uint32_t i = 0; i < *n; i++) {
         frame_t *f = q_at(c, i);
         size_t off = i == 0 ? c->out_off : 0;
-        iov[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+        iov[i] = (struct iovec){f->data + off, f->len - off};
         total += f->len - off;
     }
     return total;
@@ -539,7 +532,7 @@ static size_t fill_iov(const conn_t *c, uv_buf_t *iov, uint32_t *n)
 /* What goes to the socket next: the ring's frames on a plain connection;
  * on a TLS one, the ciphertext of the frames the TLS layer took from the
  * ring (tls_encrypt refills it, many frames to a record). */
-static size_t out_iov(conn_t *c, uv_buf_t *iov, uint32_t *n)
+static size_t out_iov(conn_t *c, struct iovec *iov, uint32_t *n)
 {
     if (c->tls == NULL)
         return fill_iov(c, iov, n);
@@ -547,9 +540,10 @@ static size_t out_iov(conn_t *c, uv_buf_t *iov, uint32_t *n)
         *n = 0;
         return 0;
     }
-    iov[0] = tls_pending(c->tls);
-    *n = iov[0].len > 0;
-    return iov[0].len;
+    uv_buf_t b = tls_pending(c->tls);
+    iov[0] = (struct iovec){b.base, b.len};
+    *n = b.len > 0;
+    return b.len;
 }
 
 static void out_written(conn_t *c, size_t n)
@@ -563,13 +557,21 @@ static void out_written(conn_t *c, size_t n)
     tls_written(c->tls, n);
 }
 
-/* Write as much as the kernel takes now, without a write request. Returns
- * 0, or a libuv error (the caller decides how to close). */
+/* The kernel takes no more: EPOLLOUT resumes writing (conn_writable). */
+static int wait_writable(conn_t *c)
+{
+    c->flags |= CF_WRITING;
+    return set_watch(c);
+}
+
+/* Write as much as the kernel takes now. Returns 0, or -1 when the socket
+ * failed (the caller decides how to close). Sets CF_WRITING, and watches
+ * for EPOLLOUT, when the kernel would take no more. */
 static int write_now(conn_t *c)
 {
-    uv_buf_t iov[IOV_BATCH];
-    /* A few rounds keep a fast reader's socket full; what the kernel does
-     * not take goes to uv_write in conn_flush. */
+    struct iovec iov[IOV_BATCH];
+    /* A few rounds keep a fast reader's socket full; the rest waits for
+     * EPOLLOUT (conn_writable). */
     for (int round = 0; round < 4 && !out_empty(c); round++) {
         uint32_t n;
         size_t total = out_iov(c, iov, &n);
@@ -577,14 +579,16 @@ static int write_now(conn_t *c)
             return 0; /* the TLS layer failed and dropped c */
         if (n == 0)
             return 0;
-        int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-        if (rc == UV_EAGAIN || rc == UV_ENOSYS)
-            return 0;
+        ssize_t rc = writev(c->fd, iov, (int)n);
+        if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return wait_writable(c);
+        if (rc < 0 && errno == EINTR)
+            continue;
         if (rc < 0)
-            return rc;
+            return -1;
         out_written(c, (size_t)rc);
         if ((size_t)rc < total)
-            return 0;
+            return wait_writable(c);
     }
     return 0;
 }
@@ -593,51 +597,33 @@ void conn_flush(conn_t *c)
 {
     if (c->state == CONN_CLOSED || (c->flags & CF_WRITING))
         return;
-    int rc = write_now(c);
-    if (rc < 0) {
-        LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=%s", uv_strerror(rc));
+    if (write_now(c) < 0) {
+        LOG(LOG_DEBUG, c->w->id, c->id, "write_failed", "error=\"%s\"", strerror(errno));
         conn_abort(c);
         return;
     }
     if (c->state == CONN_CLOSED)
         return;
-    if (out_empty(c)) {
-        after_output(c);
-        return;
+    if (!(c->flags & CF_WRITING) && !out_empty(c)) {
+        /* more than a few rounds: the others first */
+        if (wait_writable(c) != 0) {
+            conn_abort(c);
+            return;
+        }
     }
-    uv_buf_t iov[IOV_BATCH];
-    uint32_t n;
-    size_t bytes = out_iov(c, iov, &n);
-    if (c->state == CONN_CLOSED || n == 0)
+    if (c->flags & CF_WRITING)
         return;
-    wreq_t *r = wreq_get(c->w);
-    if (r == NULL) {
-        conn_abort(c);
-        return;
-    }
-    r->c = c;
-    r->bytes = bytes;
-    r->nframes = c->tls ? 0 : n;
-    if (c->tls == NULL)
-        c->q_inflight = n;
-    c->flags |= CF_WRITING;
-    rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
-    if (rc != 0) {
-        c->flags &= ~CF_WRITING;
-        c->q_inflight = 0;
-        wreq_put(c->w, r);
-        conn_abort(c);
-    }
+    after_output(c);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+void conn_writable(conn_t *c)
 {
-    conn_t *c = req->data;
-    free(req);
-    if (status < 0 && status != UV_ECANCELED)
-        conn_abort(c);
-    /* Otherwise keep reading (and discarding) until the peer's EOF, so our
-     * last frames are not destroyed by an RST; the closing list bounds it. */
+    c->flags &= ~CF_WRITING;
+    conn_flush(c);
+    /* All written: stop watching for room (one epoll_ctl, not one per
+     * round while the peer reads slowly). */
+    if (c->state != CONN_CLOSED && !(c->flags & CF_WRITING))
+        watch(c);
 }
 
 /* Once everything is written and the connection is finishing, send FIN
@@ -651,19 +637,43 @@ static void finish_if_flushed(conn_t *c)
         mark_pending(c); /* written by the next flush, which calls us again */
         return;
     }
-    uv_shutdown_t *req = malloc(sizeof(*req));
-    if (req == NULL) {
-        conn_abort(c);
-        return;
-    }
-    req->data = c;
+    /* Then read (and discard) until the peer's EOF, so our last frames are
+     * not destroyed by an RST; the closing list bounds the wait. */
     c->flags |= CF_SHUT | CF_DISCARD;
-    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        free(req);
+    if (shutdown(c->fd, SHUT_WR) != 0) {
         conn_abort(c);
         return;
     }
     conn_resume(c);
+}
+
+/* ---- What hangs off a connection at times. ---- */
+
+conn_x_t *conn_x(conn_t *c)
+{
+    if (c->x == NULL)
+        c->x = calloc(1, sizeof(*c->x));
+    return c->x;
+}
+
+static void msg_free(conn_t *c)
+{
+    if (c->msg == NULL)
+        return;
+    link_remove(&c->msg->partial);
+    free(c->msg->data);
+    free(c->msg);
+    c->msg = NULL;
+}
+
+static void held_free(conn_t *c)
+{
+    if (c->held == NULL)
+        return;
+    link_remove(&c->held->link);
+    free(c->held->stash);
+    free(c->held);
+    c->held = NULL;
 }
 
 /* ---- Closing. ---- */
@@ -679,45 +689,51 @@ void conn_abort(conn_t *c)
     link_remove(&c->sup);
     link_remove(&c->wait);
     link_remove(&c->pending);
-    link_remove(&c->partial);
-    link_remove(&c->throttle);
-    free(c->stash);
-    c->stash = NULL;
+    msg_free(c);
+    held_free(c);
     if (c->flags & CF_WS)
         STAT_SUB(&w->stats, conns_open, 1);
     http_file_detach(c);
-    free(c->head);
-    c->head = NULL;
-    free(c->msg);
-    c->msg = NULL;
-    q_drop_unsent(c);
+    http_head_free(c);
     LOG(LOG_DEBUG, w->id, c->id, "close", NULL);
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    /* Freed after this loop iteration: events of the same epoll batch may
+     * still name it (they see CONN_CLOSED). */
+    link_insert_tail(&w->dead, &c->sup);
 }
 
-static void on_close(uv_handle_t *h)
+/* Free a connection closed during this loop iteration. */
+static void conn_free(conn_t *c)
 {
-    conn_t *c = h->data;
     wrk_t *w = c->w;
-    /* Any write was cancelled and its callback has run: the ring holds
-     * only a partly written frame, if anything. */
     if (c->q_len > 0)
         q_pop(c, c->q_len);
     free(c->q);
-    link_remove(&c->all);
+    link_remove(&c->sup);
     if (w->b->cluster != NULL)
         wrk_conn_index(w, c, false);
     w->nconns--;
     STAT_SUB(&w->stats, tcp_open, 1);
     atomic_fetch_sub_explicit(&w->b->tcp_conns, 1, memory_order_relaxed);
-    if (c->ip != NULL)
-        lim_ip_release(w->b->ips, c->ip);
+    if (c->x != NULL && c->x->ip != NULL)
+        lim_ip_release(w->b->ips, c->x->ip);
+    free(c->wp.ctl);
     tls_free(c->tls); /* after the cancelled writes: they point into it */
-    if (c->deflater != NULL) {
-        pmd_deflater_end(c->deflater);
-        free(c->deflater);
+    if (conn_deflater(c) != NULL) {
+        pmd_deflater_end(c->x->deflater);
+        free(c->x->deflater);
     }
+    free(c->x);
     free(c);
+}
+
+void conn_free_closed(wrk_t *w)
+{
+    link_t *l;
+    while ((l = link_first(&w->dead)) != NULL)
+        conn_free(link_entry(l, conn_t, sup));
     if (w->phase == 2 && w->nconns == 0)
         uv_stop(&w->loop);
 }
@@ -735,11 +751,8 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
         if (c->endpoint == EP_PUBSUB)
             pubsub_close(c);
         link_remove(&c->wait);
-        link_remove(&c->partial);
         sup_move(c, &c->w->closing_list);
-        free(c->msg);
-        c->msg = NULL;
-        c->msg_len = c->msg_cap = 0;
+        msg_free(c);
     }
     if (!(c->flags & CF_CLOSE_SENT)) {
         conn_send(c, frame_close(code, reason));
@@ -763,16 +776,21 @@ void conn_throttle(conn_t *c, uint64_t targets)
     wrk_t *w = c->w;
     if (c->flags & CF_THROTTLED)
         return;
+    conn_held_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return; /* out of memory: the inbox bound is exceeded instead */
+    h->c = c;
+    c->held = h;
     c->flags |= CF_THROTTLED;
     w->throttle_mask |= targets;
-    link_insert_tail(&w->throttled, &c->throttle);
+    link_insert_tail(&w->throttled, &h->link);
     atomic_store(&w->has_throttled, true);
     /* Pairs with drain_inbox: it clears its bit, then looks at
      * has_throttled; so either it wakes this worker or this sees the bit
      * already clear. */
     if ((atomic_load(&w->b->congested) & targets) == 0) {
         c->flags &= ~CF_THROTTLED;
-        link_remove(&c->throttle);
+        held_free(c);
         return;
     }
     STAT_ADD(&w->stats, publish_throttles, 1);
@@ -784,12 +802,11 @@ void conn_unthrottle(conn_t *c)
     if (!(c->flags & CF_THROTTLED))
         return;
     c->flags &= ~CF_THROTTLED;
-    link_remove(&c->throttle);
-    if (c->stash != NULL) {
-        uint8_t *held = c->stash;
-        uint32_t n = c->stash_len;
-        c->stash = NULL;
-        c->stash_len = 0;
+    uint8_t *held = c->held->stash;
+    uint32_t n = c->held->stash_len;
+    c->held->stash = NULL;
+    held_free(c);
+    if (held != NULL) {
         conn_ws_input(c, held, n);
         free(held);
     }
@@ -812,9 +829,7 @@ void conn_http_pending(conn_t *c)
     c->state = CONN_CLOSING;
     c->flags |= CF_DISCARD;
     sup_move(c, &c->w->closing_list);
-    free(c->head);
-    c->head = NULL;
-    c->head_len = c->head_cap = 0;
+    http_head_free(c);
 }
 
 void conn_http_done(conn_t *c)
@@ -844,35 +859,46 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
                   const pmd_params_t *pmd)
 {
     wrk_t *w = c->w;
-    c->auth = auth; /* freed with the session (pubsub_close) or here */
+    if (auth != NULL || pmd != NULL) {
+        if (conn_x(c) == NULL) {
+            if (response != NULL)
+                frame_unref(response);
+            auth_free(auth);
+            conn_abort(c);
+            return;
+        }
+        c->x->auth = auth; /* freed with the session (pubsub_close) or here */
+    }
     if (pmd != NULL) {
         /* A context of its own when the broker keeps context between
          * messages, or when the client limits the window (the shared twin
          * uses the full window). */
         if (!pmd->server_no_context_takeover || pmd->server_max_window_bits < 15) {
-            c->deflater = malloc(sizeof(*c->deflater));
-            if (c->deflater != NULL &&
-                pmd_deflater_init(c->deflater, pmd->server_max_window_bits,
-                                  pmd->server_no_context_takeover) != PMD_OK) {
-                pmd_deflater_end(c->deflater);
-                free(c->deflater);
-                c->deflater = NULL;
+            pmd_deflater_t *d = malloc(sizeof(*d));
+            if (d != NULL && pmd_deflater_init(d, pmd->server_max_window_bits,
+                                               pmd->server_no_context_takeover) != PMD_OK) {
+                pmd_deflater_end(d);
+                free(d);
+                d = NULL;
             }
-            if (c->deflater == NULL) {
+            if (d == NULL) {
                 if (response != NULL)
                     frame_unref(response);
-                auth_free(c->auth);
-                c->auth = NULL;
+                auth_free(c->x->auth);
+                c->x->auth = NULL;
                 conn_abort(c);
                 return;
             }
+            c->x->deflater = d;
         }
-        c->pmd = 1;
+        c->flags |= CF_PMD;
     }
     conn_send(c, response);
     if (c->state == CONN_CLOSED) {
-        auth_free(c->auth);
-        c->auth = NULL;
+        if (c->x != NULL) {
+            auth_free(c->x->auth);
+            c->x->auth = NULL;
+        }
         return;
     }
     c->state = CONN_OPEN;
@@ -880,7 +906,8 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
     c->flags |= CF_WS;
     STAT_ADD(&w->stats, conns_open, 1);
     STAT_ADD(&w->stats, conns_total, 1);
-    ws_parser_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message, c->pmd ? WS_PARSER_ALLOW_RSV1 : 0);
+    ws_decoder_init(&c->wp, WS_ROLE_SERVER, w->cfg->max_message,
+                    c->flags & CF_PMD ? WS_PARSER_ALLOW_RSV1 : 0);
     sup_move(c, &w->ping_list);
     if (ep == EP_PUBSUB)
         pubsub_open(c);
@@ -893,7 +920,7 @@ static void on_message(conn_t *c, uint8_t opcode, const uint8_t *data, size_t le
     if (c->endpoint == EP_ECHO) {
         frame_t *f = frame_make(opcode, data, len);
         if (f != NULL && wants_deflate(c, f)) {
-            frame_t *g = frame_deflate(f, c->deflater ? c->deflater : &c->w->deflater);
+            frame_t *g = frame_deflate(f, conn_deflater(c) ? c->x->deflater : &c->w->deflater);
             frame_unref(f);
             f = g;
         }
@@ -938,37 +965,42 @@ static void on_compressed(conn_t *c, uint8_t opcode, const uint8_t *data, size_t
  * the broker reserve --max-message by sending a header alone. */
 #define SIZE_FROM_HEADER (64 * 1024)
 
-static int msg_reserve(conn_t *c, size_t need, uint64_t rest)
+static int msg_reserve(conn_msg_t *m, size_t need, uint64_t rest)
 {
-    if (need <= c->msg_cap)
+    if (need <= m->cap)
         return 0;
     size_t announced = need + (size_t)rest;
     size_t ncap;
     if (announced <= SIZE_FROM_HEADER) {
         ncap = announced;
     } else {
-        ncap = c->msg_cap ? c->msg_cap * 2 : 4096;
+        ncap = m->cap ? m->cap * 2 : 4096;
         while (ncap < need)
             ncap *= 2;
         if (ncap > announced)
             ncap = announced;
     }
-    uint8_t *nm = realloc(c->msg, ncap);
+    uint8_t *nm = realloc(m->data, ncap);
     if (nm == NULL)
         return -1;
-    c->msg = nm;
-    c->msg_cap = ncap;
+    m->data = nm;
+    m->cap = ncap;
     return 0;
 }
 
 /* A message has started and not finished: the supervisor closes c if it
- * does not complete within --message-timeout. */
-static void partial_begin(conn_t *c)
+ * does not complete within --message-timeout. NULL: out of memory. */
+static conn_msg_t *msg_begin(conn_t *c)
 {
-    if (!link_linked(&c->partial)) {
-        c->msg_since = wrk_now(c->w);
-        link_insert_tail(&c->w->msg_list, &c->partial);
+    if (c->msg == NULL) {
+        if ((c->msg = calloc(1, sizeof(*c->msg))) == NULL)
+            return NULL;
+        c->msg->c = c;
+        c->msg->since = wrk_now(c->w);
+        link_insert_tail(&c->w->msg_list, &c->msg->partial);
     }
+    c->msg->len = 0;
+    return c->msg;
 }
 
 static void on_data(conn_t *c, const ws_event_t *ev)
@@ -983,24 +1015,21 @@ static void on_data(conn_t *c, const ws_event_t *ev)
         (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, ev->data, ev->len);
         return;
     }
-    if (ev->first) {
-        c->msg_len = 0;
-        partial_begin(c);
-    }
+    conn_msg_t *m = ev->first ? msg_begin(c) : c->msg;
     /* The parser already bounded the message by --max-message. */
-    if (msg_reserve(c, c->msg_len + ev->len, ev->fin ? 0 : c->wp.remaining) != 0) {
+    if (m == NULL || msg_reserve(m, m->len + ev->len, ev->fin ? 0 : c->wp.remaining) != 0) {
         conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return;
     }
     if (ev->len > 0)
-        memcpy(c->msg + c->msg_len, ev->data, ev->len);
-    c->msg_len += ev->len;
+        memcpy(m->data + m->len, ev->data, ev->len);
+    m->len += ev->len;
     if (ev->fin) {
-        link_remove(&c->partial);
-        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, c->msg, c->msg_len);
-        free(c->msg);
-        c->msg = NULL;
-        c->msg_len = c->msg_cap = 0;
+        c->msg = NULL; /* (closing from inside must not free it) */
+        link_remove(&m->partial);
+        (ev->rsv1 ? on_compressed : on_message)(c, ev->opcode, m->data, m->len);
+        free(m->data);
+        free(m);
     }
 }
 
@@ -1009,6 +1038,12 @@ static void on_close_frame(conn_t *c, const ws_event_t *ev)
     stats_close_received(&c->w->stats, ev->close_code);
     LOG(LOG_DEBUG, c->w->id, c->id, "ws_close_received", "code=%u", ev->close_code);
     c->flags |= CF_CLOSE_RCVD;
+    /* Publishes acknowledged before the peer's Close are delivered before
+     * the reply (they may be waiting in the inbox). */
+    if (c->state == CONN_OPEN && c->endpoint == EP_PUBSUB)
+        wrk_drain_inbox(c->w);
+    if (c->state == CONN_CLOSED)
+        return; /* dropped by that delivery */
     if (c->state == CONN_OPEN) {
         uint16_t code = ev->close_code ? ev->close_code : WS_CLOSE_NORMAL;
         conn_close(c, code, NULL, false);
@@ -1022,20 +1057,21 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
 {
     if (c->flags & CF_THROTTLED) {
         /* More early input behind held-back input: it waits too. */
-        uint8_t *ns = realloc(c->stash, (size_t)c->stash_len + len);
+        conn_held_t *h = c->held;
+        uint8_t *ns = realloc(h->stash, (size_t)h->stash_len + len);
         if (ns == NULL) {
             conn_abort(c);
             return;
         }
-        memcpy(ns + c->stash_len, buf, len);
-        c->stash = ns;
-        c->stash_len += (uint32_t)len;
+        memcpy(ns + h->stash_len, buf, len);
+        h->stash = ns;
+        h->stash_len += (uint32_t)len;
         return;
     }
     size_t off = 0;
     while (off < len) {
         ws_event_t ev;
-        ssize_t n = ws_parser_feed(&c->wp, buf + off, len - off, &ev);
+        ssize_t n = ws_decoder_feed(&c->wp, buf + off, len - off, &ev);
         if (n < 0) {
             c->flags |= CF_DISCARD;
             if (c->state == CONN_OPEN) {
@@ -1062,43 +1098,62 @@ void conn_ws_input(conn_t *c, uint8_t *buf, size_t len)
         case WS_EV_NONE:
             break;
         }
+        if (c->wp.ctl != NULL && ev.type != WS_EV_NONE && ev.type != WS_EV_DATA) {
+            free(c->wp.ctl); /* that control frame is handled */
+            c->wp.ctl = NULL;
+        } else if (ws_decoder_needs_ctl(&c->wp) && off < len) {
+            /* A control frame split across reads: the only time c holds a
+             * buffer for one. */
+            if ((c->wp.ctl = malloc(WS_MAX_CONTROL)) == NULL) {
+                conn_abort(c);
+                return;
+            }
+        }
         if (c->state == CONN_CLOSED || (c->flags & CF_DISCARD))
             return;
         if ((c->flags & CF_THROTTLED) && off < len) {
             /* Keep the unparsed rest (still masked) for conn_unthrottle. */
-            c->stash = malloc(len - off);
-            if (c->stash == NULL) {
+            conn_held_t *h = c->held;
+            h->stash = malloc(len - off);
+            if (h->stash == NULL) {
                 conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
                 return;
             }
-            memcpy(c->stash, buf + off, len - off);
-            c->stash_len = (uint32_t)(len - off);
+            memcpy(h->stash, buf + off, len - off);
+            h->stash_len = (uint32_t)(len - off);
             return;
         }
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+void conn_readable(conn_t *c)
 {
-    conn_t *c = s->data;
-    if (nread == 0 || c->state == CONN_CLOSED)
-        return;
-    if (nread < 0) {
-        LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=%s", uv_strerror((int)nread));
+    for (int i = 0; i < READS && c->state != CONN_CLOSED && !(c->flags & CF_PAUSED); i++) {
+        ssize_t n = read(c->fd, c->w->rbuf, sizeof(c->w->rbuf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            LOG(LOG_DEBUG, c->w->id, c->id, "peer_closed", "error=\"%s\"",
+                n == 0 ? "end of file" : strerror(errno));
+            if (c->tls != NULL)
+                tls_peer_closed(c);
+            conn_abort(c);
+            return;
+        }
+        STAT_ADD(&c->w->stats, bytes_in, (uint64_t)n);
+        if (c->flags & CF_DISCARD)
+            continue;
+        /* Anything from the peer answers an outstanding Ping. */
+        link_remove(&c->wait);
         if (c->tls != NULL)
-            tls_peer_closed(c);
-        conn_abort(c);
-        return;
+            tls_input(c, c->w->rbuf, (size_t)n);
+        else
+            conn_input(c, c->w->rbuf, (size_t)n);
+        if ((size_t)n < sizeof(c->w->rbuf))
+            return; /* the socket is empty */
     }
-    STAT_ADD(&c->w->stats, bytes_in, (uint64_t)nread);
-    if (c->flags & CF_DISCARD)
-        return;
-    /* Anything from the peer answers an outstanding Ping. */
-    link_remove(&c->wait);
-    if (c->tls != NULL)
-        tls_input(c, (uint8_t *)buf->base, (size_t)nread);
-    else
-        conn_input(c, (uint8_t *)buf->base, (size_t)nread);
 }
 
 void conn_input(conn_t *c, uint8_t *buf, size_t len)

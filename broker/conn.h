@@ -11,7 +11,7 @@
  * other connections) flushed with vectored writes once per loop iteration.
  * Closing is a state: conn_close() queues a Close frame and unlinks the
  * connection from every subscription at once, conn_abort() drops TCP, and
- * the memory goes in libuv's close callback.
+ * the memory goes after the worker's current epoll batch.
  *
  * The HTTP phase (request head, upgrade, plain responses) is http.c's; it
  * hands an upgraded connection back with conn_open_ws().
@@ -49,14 +49,17 @@ enum {
     CF_CLOSE_SENT = 1 << 1, /* our Close frame is queued */
     CF_CLOSE_RCVD = 1 << 2, /* the peer's Close arrived */
     CF_FINISH = 1 << 3,     /* shut TCP down once the queue is flushed */
-    CF_SHUT = 1 << 4,       /* uv_shutdown issued */
-    CF_WRITING = 1 << 5,    /* a uv_write is in flight */
+    CF_SHUT = 1 << 4,       /* shutdown(SHUT_WR) done */
+    CF_WRITING = 1 << 5,    /* the socket is full: waiting for EPOLLOUT */
     CF_PAUSED = 1 << 6,     /* reading stopped (backlog or shutdown) */
     CF_DROPPING = 1 << 7,   /* slow-consumer drop policy active */
     CF_DISCARD = 1 << 8,    /* input is ignored (parser failed, or shut) */
     CF_SLOW = 1 << 9,       /* marked for a slow-consumer close */
     CF_DEAD = 1 << 10,      /* socket failed during a delivery batch */
     CF_THROTTLED = 1 << 11, /* input held back: a target worker's inbox is full */
+    CF_PMD = 1 << 12,       /* permessage-deflate negotiated */
+    CF_EV_IN = 1 << 13,     /* the epoll set watches EPOLLIN for it */
+    CF_EV_OUT = 1 << 14,    /* ... and EPOLLOUT */
 };
 
 struct fileop;
@@ -64,53 +67,84 @@ struct auth;
 struct expiry;
 struct lim_ip;
 struct tls;
+struct http_head;
+struct conn;
 
+/* A message being reassembled (fragmented, or split across reads): only a
+ * connection in the middle of one has it. */
+typedef struct conn_msg {
+    link_t partial; /* w->msg_list, by start */
+    struct conn *c;
+    uint64_t since; /* ms: its first bytes */
+    size_t len, cap;
+    uint8_t *data;
+} conn_msg_t;
+
+/* A connection held back by full inboxes (conn_throttle), with the input
+ * read but not processed yet. */
+typedef struct conn_held {
+    link_t link; /* w->throttled */
+    struct conn *c;
+    uint8_t *stash; /* or NULL */
+    uint32_t stash_len;
+} conn_held_t;
+
+/* What only some connections need, allocated by the first that does. */
+typedef struct conn_x {
+    struct fileop *file;      /* a static file being sent (http.c), or NULL */
+    struct lim_ip *ip;        /* its address's count (--max-connections-per-ip) */
+    pmd_deflater_t *deflater; /* its own compression context, or NULL (shared) */
+    struct auth *auth;        /* grants of its token (--auth-secret), or NULL */
+    struct expiry *expiry;    /* closes it when the token expires, or NULL */
+    lim_rate_t rate;          /* --rate-limit */
+} conn_x_t;
+
+/* An idle subscribed connection is this struct alone (plus its
+ * subscriptions): everything a connection needs only at times hangs off
+ * a pointer that is NULL the rest of the time. */
 typedef struct conn {
-    uv_tcp_t tcp; /* tcp.data == this */
-    wrk_t *w;
-    uint64_t id;
+    int fd; /* in the worker's epoll set (data.ptr == this) */
     uint8_t state;
     uint8_t endpoint;
     uint16_t flags;
     uint32_t nsubs;
-    link_t all;         /* w->conns */
-    link_t sup;         /* w->hs_list, ping_list or closing_list */
+    wrk_t *w;
+    uint64_t id;
+    link_t sup;         /* w->hs_list, ping_list or closing_list; then w->dead */
     link_t wait;        /* w->wait_list */
-    link_t partial;     /* w->msg_list: a message is incomplete */
-    link_t throttle;    /* w->throttled */
     link_t pending;     /* w->pending */
     link_t subs;        /* sub_t.by_conn */
     uint64_t since;     /* ms: accept, last Ping or close start (list order) */
     uint64_t ping_sent; /* ms: the unanswered Ping */
     uint64_t stamp;     /* last delivery round that reached this connection */
-    uint64_t msg_since; /* ms: the incomplete message's first bytes */
 
     /* input */
-    ws_parser_t wp;
-    char *head; /* unfinished HTTP head (grows to WSH_MAX_HEAD), or NULL */
-    uint32_t head_len, head_cap;
-    size_t head_scanned;
-    uint8_t *msg; /* unfinished message, or NULL */
-    size_t msg_len, msg_cap;
-    struct fileop *file;      /* a static file being sent (http.c), or NULL */
-    struct lim_ip *ip;        /* its address's count (--max-connections-per-ip) */
-    struct tls *tls;          /* the TLS session on --tls-port, or NULL */
-    uint8_t pmd;              /* permessage-deflate negotiated */
-    pmd_deflater_t *deflater; /* its own compression context, or NULL (shared) */
+    ws_decoder_t wp;
+    struct http_head *head; /* unfinished HTTP head (http.c), or NULL */
+    conn_msg_t *msg;        /* unfinished message, or NULL */
+    conn_held_t *held;      /* while CF_THROTTLED */
+    struct tls *tls;        /* the TLS session on --tls-port, or NULL */
+    conn_x_t *x;            /* or NULL */
 
-    /* /ws session (pubsub.c) */
-    struct auth *auth;     /* grants of its token (--auth-secret), or NULL */
-    struct expiry *expiry; /* closes it when the token expires, or NULL */
-    lim_rate_t rate;       /* --rate-limit */
-    uint8_t *stash;        /* input read but held back while throttled */
-    uint32_t stash_len;
-
-    /* output: ring of frames; the first q_inflight are in a uv_write */
+    /* output: ring of frames */
     frame_t **q;
-    uint32_t q_cap, q_head, q_len, q_inflight;
+    uint32_t q_cap, q_head, q_len;
     uint32_t out_off;   /* bytes of the first frame already written */
     uint64_t out_bytes; /* bytes queued and not yet written */
 } conn_t;
+
+/* c's conn_x_t, allocated if it has none (NULL: out of memory). */
+conn_x_t *conn_x(conn_t *c);
+
+static inline struct auth *conn_auth(const conn_t *c)
+{
+    return c->x != NULL ? c->x->auth : NULL;
+}
+
+static inline pmd_deflater_t *conn_deflater(const conn_t *c)
+{
+    return c->x != NULL ? c->x->deflater : NULL;
+}
 
 /* Take over fd, just accepted on w's listener (tls: the --tls-port one).
  * Past the broker's connection limit the peer gets a 503 (on a plain
@@ -160,6 +194,19 @@ void conn_abort(conn_t *c);
 /* Write queued output (called from the worker's check handle). */
 void conn_flush(conn_t *c);
 
+/* The worker's epoll set says c's socket is readable (or failed) /
+ * writable again. */
+void conn_readable(conn_t *c);
+void conn_writable(conn_t *c);
+
+/* Free the output rings the worker kept that were not used since the last
+ * call (supervisor tick), or all of them. */
+void conn_rings_trim(wrk_t *w, bool all);
+
+/* Free the connections closed since the last call (after the worker's
+ * epoll batch, which may still name them). */
+void conn_free_closed(wrk_t *w);
+
 /* A publish of c's went to workers (bit mask) whose inbox is over its
  * limit: stop reading c and hold back the rest of what was read, until
  * those inboxes drain (conn_unthrottle). */
@@ -196,8 +243,5 @@ void conn_open_ws(conn_t *c, conn_endpoint_t ep, frame_t *response, struct auth 
 
 /* Bytes of WebSocket frames (early frames sent right after the head). */
 void conn_ws_input(conn_t *c, uint8_t *buf, size_t len);
-
-/* Free w's pool of write requests (worker teardown). */
-void conn_pool_free(wrk_t *w);
 
 #endif

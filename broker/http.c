@@ -166,7 +166,7 @@ static void file_free(fileop_t *op)
     if (op->chunk != NULL)
         frame_unref(op->chunk);
     if (op->c != NULL)
-        op->c->file = NULL;
+        op->c->x->file = NULL;
     free(op);
 }
 
@@ -239,7 +239,7 @@ static void file_read_done(uv_fs_t *req)
 
 void http_file_resume(conn_t *c)
 {
-    fileop_t *op = c->file;
+    fileop_t *op = c->x != NULL ? c->x->file : NULL;
     if (op != NULL && !op->busy && op->chunk == NULL && c->out_bytes < FILE_QUEUE_HIGH &&
         c->state != CONN_CLOSED)
         file_read_next(op);
@@ -247,10 +247,10 @@ void http_file_resume(conn_t *c)
 
 void http_file_detach(conn_t *c)
 {
-    fileop_t *op = c->file;
+    fileop_t *op = c->x != NULL ? c->x->file : NULL;
     if (op == NULL)
         return;
-    c->file = NULL;
+    c->x->file = NULL;
     op->c = NULL;
     if (!op->busy)
         file_free(op);
@@ -331,7 +331,7 @@ static void static_file(conn_t *c, const char *root, const wsh_request_t *req, b
         conn_http_finish(c, http_error(404, "not found"));
         return;
     }
-    fileop_t *op = calloc(1, sizeof(*op));
+    fileop_t *op = conn_x(c) != NULL ? calloc(1, sizeof(*op)) : NULL;
     if (op == NULL) {
         conn_http_finish(c, http_error(500, NULL));
         return;
@@ -341,7 +341,7 @@ static void static_file(conn_t *c, const char *root, const wsh_request_t *req, b
     op->head_only = head_only;
     op->type = content_type(name);
     op->req.data = op;
-    c->file = op;
+    c->x->file = op;
     conn_http_pending(c);
     /* O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then
      * refuses anything that is not a regular file). */
@@ -511,23 +511,40 @@ static void on_request(conn_t *c, const wsh_request_t *req)
 
 /* ---- Gathering the head. ---- */
 
+/* An HTTP head that did not arrive in one read, gathered here. */
+struct http_head {
+    uint32_t len, cap;
+    size_t scanned; /* the parser's resume point */
+    char buf[];
+};
+
+void http_head_free(conn_t *c)
+{
+    free(c->head);
+    c->head = NULL;
+}
+
 /* Make room for need bytes of head in c->head: the buffer grows with what
  * arrives (an idle half-open connection holds a few hundred bytes, not
  * WSH_MAX_HEAD). Returns 0, or -1 on ENOMEM. */
 static int head_reserve(conn_t *c, size_t need)
 {
-    if (need <= c->head_cap)
+    http_head_t *h = c->head;
+    uint32_t have = h != NULL ? h->cap : 0;
+    if (need <= have)
         return 0;
-    size_t cap = c->head_cap ? c->head_cap : HEAD_MIN_CAP;
+    size_t cap = have ? have : HEAD_MIN_CAP;
     while (cap < need)
         cap *= 2;
     if (cap > WSH_MAX_HEAD)
         cap = WSH_MAX_HEAD;
-    char *nh = realloc(c->head, cap);
+    http_head_t *nh = realloc(h, sizeof(*nh) + cap);
     if (nh == NULL)
         return -1;
+    if (h == NULL)
+        nh->len = 0, nh->scanned = 0;
+    nh->cap = (uint32_t)cap;
     c->head = nh;
-    c->head_cap = (uint32_t)cap;
     return 0;
 }
 
@@ -535,9 +552,9 @@ void http_input(conn_t *c, uint8_t *buf, size_t len)
 {
     wsh_request_t req;
     int r;
-    if (c->head_len == 0) {
+    size_t scanned = 0;
+    if (c->head == NULL) {
         /* Fast path: the whole head arrived in one read; parse it in place. */
-        size_t scanned = 0;
         r = wsh_parse_request((const char *)buf, len, &scanned, &req);
         if (r > 0) {
             on_request(c, &req);
@@ -551,20 +568,23 @@ void http_input(conn_t *c, uint8_t *buf, size_t len)
                                                                   : "malformed HTTP request"));
             return;
         }
-        c->head_scanned = scanned;
     }
     /* Keep at most WSH_MAX_HEAD bytes; the parser says 431 past that. */
-    size_t take = len < WSH_MAX_HEAD - c->head_len ? len : WSH_MAX_HEAD - c->head_len;
-    if (head_reserve(c, c->head_len + take) != 0) {
+    uint32_t have = c->head != NULL ? c->head->len : 0;
+    size_t take = len < WSH_MAX_HEAD - have ? len : WSH_MAX_HEAD - have;
+    if (head_reserve(c, have + take) != 0) {
         conn_abort(c);
         return;
     }
-    memcpy(c->head + c->head_len, buf, take);
-    c->head_len += (uint32_t)take;
+    http_head_t *h = c->head;
+    if (have == 0)
+        h->scanned = scanned;
+    memcpy(h->buf + h->len, buf, take);
+    h->len += (uint32_t)take;
     buf += take;
     len -= take;
-    r = wsh_parse_request(c->head, c->head_len, &c->head_scanned, &req);
-    if (r == WS_AGAIN && c->head_len < WSH_MAX_HEAD)
+    r = wsh_parse_request(h->buf, h->len, &h->scanned, &req);
+    if (r == WS_AGAIN && h->len < WSH_MAX_HEAD)
         return;
     if (r == WS_AGAIN || r == WS_E_HTTP_TOO_BIG) {
         conn_http_finish(c, http_error(431, "request head too large"));
@@ -574,11 +594,10 @@ void http_input(conn_t *c, uint8_t *buf, size_t len)
         conn_http_finish(c, http_error(400, "malformed HTTP request"));
         return;
     }
-    /* The head is complete in c->head; bytes after it are early frames. */
-    char *head = c->head;
-    uint32_t head_len = c->head_len;
+    /* The head is complete in h; bytes after it are early frames. */
     c->head = NULL;
-    c->head_len = c->head_cap = 0;
+    char *head = h->buf;
+    uint32_t head_len = h->len;
     on_request(c, &req);
     if (c->state == CONN_OPEN) {
         if ((uint32_t)r < head_len)
@@ -586,5 +605,5 @@ void http_input(conn_t *c, uint8_t *buf, size_t len)
         if (len > 0 && c->state == CONN_OPEN)
             conn_ws_input(c, buf, len);
     }
-    free(head);
+    free(h);
 }

@@ -35,4 +35,8 @@ void http_file_resume(conn_t *c);
  * thread-pool request finishes on its own and then frees itself). */
 void http_file_detach(conn_t *c);
 
+/* Free c's partly gathered request head, if any. */
+typedef struct http_head http_head_t;
+void http_head_free(conn_t *c);
+
 #endif

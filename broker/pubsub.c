@@ -132,19 +132,22 @@ static void on_token_expired(uv_timer_t *t)
     if (c == NULL || c->state != CONN_OPEN)
         return;
     STAT_ADD(&c->w->stats, tokens_expired, 1);
-    LOG(LOG_INFO, c->w->id, c->id, "token_expired", "sub=\"%s\"", auth_subject(c->auth));
+    LOG(LOG_INFO, c->w->id, c->id, "token_expired", "sub=\"%s\"", auth_subject(conn_auth(c)));
     conn_close(c, WS_CLOSE_POLICY, "token expired", false);
 }
 
 void pubsub_close(conn_t *c)
 {
-    if (c->expiry != NULL) {
-        c->expiry->c = NULL;
-        uv_close((uv_handle_t *)&c->expiry->timer, on_expiry_closed);
-        c->expiry = NULL;
+    conn_x_t *x = c->x;
+    if (x != NULL && x->expiry != NULL) {
+        x->expiry->c = NULL;
+        uv_close((uv_handle_t *)&x->expiry->timer, on_expiry_closed);
+        x->expiry = NULL;
     }
-    auth_free(c->auth);
-    c->auth = NULL;
+    if (x != NULL) {
+        auth_free(x->auth);
+        x->auth = NULL;
+    }
     if (c->subs.next == NULL)
         return; /* never opened as /ws */
     while (!link_empty(&c->subs))
@@ -156,9 +159,14 @@ void pubsub_open(conn_t *c)
     wrk_t *w = c->w;
     char client[32], buf[256];
     link_init(&c->subs);
-    if (w->cfg->rate_limit > 0)
-        lim_rate_init(&c->rate, w->cfg->rate_burst, wrk_now(w));
-    int64_t exp = c->auth ? auth_expires(c->auth) : 0;
+    if (w->cfg->rate_limit > 0) {
+        if (conn_x(c) == NULL) {
+            conn_close(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            return;
+        }
+        lim_rate_init(&c->x->rate, w->cfg->rate_burst, wrk_now(w));
+    }
+    int64_t exp = conn_auth(c) ? auth_expires(c->x->auth) : 0;
     if (exp > 0) {
         struct expiry *e = malloc(sizeof(*e));
         if (e == NULL) {
@@ -168,7 +176,7 @@ void pubsub_open(conn_t *c)
         e->c = c;
         uv_timer_init(&w->loop, &e->timer);
         e->timer.data = e;
-        c->expiry = e;
+        c->x->expiry = e;
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         int64_t left_ms = exp * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
@@ -309,10 +317,10 @@ static bool rate_ok(conn_t *c, const msg_request_t *req)
     if (cfg->rate_limit <= 0)
         return true;
     uint64_t now = wrk_now(w);
-    if (lim_rate_take(&c->rate, cfg->rate_limit, cfg->rate_burst, now))
+    if (lim_rate_take(&c->x->rate, cfg->rate_limit, cfg->rate_burst, now))
         return true;
     STAT_ADD(&w->stats, rate_limited, 1);
-    if (lim_rate_refused(&c->rate, now) >= RATE_CLOSE_MS) {
+    if (lim_rate_refused(&c->x->rate, now) >= RATE_CLOSE_MS) {
         STAT_ADD(&w->stats, rate_closes, 1);
         LOG_LIMITED(LOG_INFO, w->id, c->id, "rate_limit_close", "rate=%g burst=%g", cfg->rate_limit,
                     cfg->rate_burst);
@@ -325,16 +333,16 @@ static bool rate_ok(conn_t *c, const msg_request_t *req)
 
 static bool forbidden(conn_t *c, const msg_request_t *req, bool publish)
 {
-    if (c->auth == NULL)
+    struct auth *a = conn_auth(c);
+    if (a == NULL)
         return false;
-    bool ok = publish ? auth_may_publish(c->auth, req->topic.p, req->topic.len)
-                      : auth_may_subscribe(c->auth, req->topic.p, req->topic.len);
+    bool ok = publish ? auth_may_publish(a, req->topic.p, req->topic.len)
+                      : auth_may_subscribe(a, req->topic.p, req->topic.len);
     if (ok)
         return false;
     STAT_ADD(&c->w->stats, forbidden, 1);
-    LOG(LOG_DEBUG, c->w->id, c->id, "forbidden", "sub=\"%s\" op=%s topic=%.*s",
-        auth_subject(c->auth), publish ? "publish" : "subscribe", (int)req->topic.len,
-        req->topic.p);
+    LOG(LOG_DEBUG, c->w->id, c->id, "forbidden", "sub=\"%s\" op=%s topic=%.*s", auth_subject(a),
+        publish ? "publish" : "subscribe", (int)req->topic.len, req->topic.p);
     reply_error(c, req->id, "forbidden",
                 publish ? "the token does not allow publishing to this topic"
                         : "the token does not allow subscribing to this pattern");
@@ -540,6 +548,11 @@ static void do_unsubscribe(conn_t *c, const msg_request_t *req)
         reply_error(c, req->id, "not_subscribed", "no subscription to this pattern");
         return;
     }
+    /* Publishes acknowledged before this request are c's: deliver them
+     * first (they may be waiting in the inbox). */
+    wrk_drain_inbox(c->w);
+    if (c->state != CONN_OPEN)
+        return; /* closed as slow by that delivery */
     remove_sub(c->w, s);
     msg_ack_t ack = {.id = req->id, .recovered = -1};
     reply_ack(c, &ack);

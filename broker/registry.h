@@ -93,7 +93,9 @@ typedef struct reg_sub {
 } reg_sub_t;
 
 /* Take the snapshot of topic for a subscription (creating the topic, which
- * fixes its epoch), with the frames to replay for since/last. Returns 0, or
+ * fixes its epoch, once any topic has been evicted: before that a topic not
+ * published to is seq 0 in the broker's epoch and is not created), with the
+ * frames to replay for since/last. Returns 0, or
  * -1 on ENOMEM. Call after the worker's interest is registered. */
 int reg_subscribe(reg_t *r, const char *topic, size_t tlen, reg_sub_t *s);
 

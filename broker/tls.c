@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -282,8 +283,8 @@ void tls_input(conn_t *c, const uint8_t *data, size_t len)
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
                 /* Send the alert OpenSSL prepared, if any, then drop. */
                 if (collect(c) == 0 && t->len > t->off) {
-                    uv_buf_t b = tls_pending(t);
-                    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+                    ssize_t w =
+                        send(c->fd, t->out + t->off, t->len - t->off, MSG_NOSIGNAL | MSG_DONTWAIT);
                     (void)w;
                 }
                 fail(c, "handshake");

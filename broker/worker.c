@@ -19,6 +19,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,7 +78,6 @@ wrk_t *wrk_new(broker_t *b, int id)
         w->lsn[i] = (lsn_t){.fd = -1, .tls = i == 1, .w = w};
     pthread_mutex_init(&w->inbox_mu, NULL);
     ptable_init(&w->subs);
-    link_init(&w->conns);
     link_init(&w->hs_list);
     link_init(&w->ping_list);
     link_init(&w->wait_list);
@@ -84,9 +85,13 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->msg_list);
     link_init(&w->pending);
     link_init(&w->throttled);
+    link_init(&w->dead);
     link_init(&w->filters);
     smap_init(&w->byid);
-    if (uv_loop_init(&w->loop) != 0) {
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0 || uv_loop_init(&w->loop) != 0) {
+        if (w->epfd >= 0)
+            close(w->epfd);
         free(w);
         return NULL;
     }
@@ -100,10 +105,46 @@ wrk_t *wrk_new(broker_t *b, int id)
             if (w->lsn[i].fd >= 0)
                 close(w->lsn[i].fd);
         uv_loop_close(&w->loop);
+        close(w->epfd);
         free(w);
         return NULL;
     }
     return w;
+}
+
+/* ---- Connections' sockets: one epoll set per worker, itself polled by
+ * the loop. A connection then costs a descriptor and a few bytes of
+ * bookkeeping instead of a libuv stream handle, and its reads and writes
+ * are plain read/writev calls. ---- */
+
+#define IO_BATCH 256
+
+static void on_io(uv_poll_t *p, int status, int events)
+{
+    wrk_t *w = p->data;
+    (void)status;
+    (void)events;
+    struct epoll_event ev[IO_BATCH];
+    /* A few batches at most, then the loop's other work gets its turn. */
+    for (int round = 0; round < 4; round++) {
+        int n = epoll_wait(w->epfd, ev, IO_BATCH, 0);
+        for (int i = 0; i < n; i++) {
+            conn_t *c = ev[i].data.ptr;
+            if (c->state == CONN_CLOSED)
+                continue; /* closed earlier in this batch; freed later */
+            uint32_t e = ev[i].events;
+            if ((e & (EPOLLERR | EPOLLHUP)) && (c->flags & CF_PAUSED)) {
+                conn_abort(c); /* gone, and not being read: nothing to wait for */
+                continue;
+            }
+            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                conn_readable(c);
+            if ((e & EPOLLOUT) && c->state != CONN_CLOSED)
+                conn_writable(c);
+        }
+        if (n < IO_BATCH)
+            break;
+    }
 }
 
 /* ---- Connections by id (cluster mode: the link's answers name them). ---- */
@@ -167,6 +208,9 @@ void wrk_post(void *broker, int wid, frame_t *f)
  * publisher cannot starve this worker's reads. */
 static void drain_inbox(wrk_t *w)
 {
+    if (w->draining)
+        return;
+    w->draining = true;
     pthread_mutex_lock(&w->inbox_mu);
     frame_t **batch = w->inbox;
     size_t n = w->inbox_len, cap = w->inbox_cap;
@@ -196,6 +240,12 @@ static void drain_inbox(wrk_t *w)
     }
     conn_settle(w);
     pubsub_drained(w, gen);
+    w->draining = false;
+}
+
+void wrk_drain_inbox(wrk_t *w)
+{
+    drain_inbox(w);
 }
 
 /* Let throttled connections go on once none of the workers they posted to
@@ -219,13 +269,11 @@ static void release_throttled(wrk_t *w)
     batch.next->prev = &batch;
     batch.prev->next = &batch;
     link_init(&w->throttled);
-    link_init(&w->filters);
-    smap_init(&w->byid);
     w->throttle_mask = 0;
     atomic_store(&w->has_throttled, false);
     link_t *l;
     while ((l = link_first(&batch)) != NULL)
-        conn_unthrottle(link_entry(l, conn_t, throttle));
+        conn_unthrottle(link_entry(l, conn_held_t, link)->c);
 }
 
 static void on_wake(uv_async_t *a)
@@ -250,6 +298,7 @@ static void on_check(uv_check_t *h)
         link_remove(l);
         conn_flush(c);
     }
+    conn_free_closed(w);
 }
 
 /* ---- Supervisor. ---- */
@@ -262,6 +311,7 @@ static void on_tick(uv_timer_t *t)
     link_t *l;
 
     release_throttled(w);
+    conn_rings_trim(w, false);
     /* Expired history of idle topics: a sweep per TTL, at most one a second. */
     uint64_t period = ms(cfg->history_ttl) > 1000 ? ms(cfg->history_ttl) : 1000;
     if (cfg->history_ttl > 0 && now - w->swept >= period) {
@@ -285,8 +335,8 @@ static void on_tick(uv_timer_t *t)
         }
     }
     while ((l = link_first(&w->msg_list)) != NULL) {
-        conn_t *c = link_entry(l, conn_t, partial);
-        if (c->msg_since + ms(cfg->message_timeout) > now)
+        conn_t *c = link_entry(l, conn_msg_t, partial)->c;
+        if (c->msg->since + ms(cfg->message_timeout) > now)
             break;
         link_remove(l);
         STAT_ADD(&w->stats, message_timeouts, 1);
@@ -313,6 +363,11 @@ static void on_tick(uv_timer_t *t)
         if (c->ping_sent + ms(cfg->ping_timeout) > now)
             break;
         link_remove(l);
+        /* Bytes from the peer not read yet (the loop stalled, or c is held
+         * back): it answered; they are read in their turn. */
+        int unread = 0;
+        if (ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0)
+            continue;
         STAT_ADD(&w->stats, ping_timeouts, 1);
         LOG_LIMITED(LOG_INFO, w->id, c->id, "ping_timeout", "timeout=%g", cfg->ping_timeout);
         conn_close(c, WS_CLOSE_GOING_AWAY, "ping timeout", false);
@@ -452,24 +507,37 @@ void wrk_command(wrk_t *w, int phase)
     uv_async_send(&w->ctl);
 }
 
+/* Every live connection is on exactly one of these (by state). */
+#define EACH_LIST(w, lists) link_t *lists[] = {&(w)->closing_list, &(w)->ping_list, &(w)->hs_list}
+
 static void on_drain_deadline(uv_timer_t *t)
 {
     wrk_t *w = t->data;
-    /* conn_abort leaves c on w->conns until its close callback. */
-    for (link_t *l = w->conns.next; l != &w->conns; l = l->next)
-        conn_abort(link_entry(l, conn_t, all));
+    EACH_LIST(w, lists);
+    /* conn_abort moves c to w->dead. */
+    for (int i = 0; i < 3; i++) {
+        link_t *l;
+        while ((l = link_first(lists[i])) != NULL)
+            conn_abort(link_entry(l, conn_t, sup));
+    }
 }
 
 static void quiesce(wrk_t *w)
 {
     w->phase = 1;
     listen_close(w);
-    for (link_t *l = w->conns.next; l != &w->conns; l = l->next) {
-        conn_t *c = link_entry(l, conn_t, all);
-        if (c->state == CONN_HTTP)
-            conn_http_error(c, 503, "server shutting down");
-        else
-            conn_pause(c);
+    /* Closing and open ones stop reading; then HTTP ones get their 503
+     * (which moves them to the closing list, already walked). */
+    EACH_LIST(w, lists);
+    for (int i = 0; i < 3; i++) {
+        for (link_t *l = lists[i]->next; l != lists[i];) {
+            conn_t *c = link_entry(l, conn_t, sup);
+            l = l->next;
+            if (c->state == CONN_HTTP)
+                conn_http_error(c, 503, "server shutting down");
+            else
+                conn_pause(c);
+        }
     }
     broker_t *b = w->b;
     if (atomic_fetch_sub(&b->quiesce_left, 1) == 1)
@@ -481,13 +549,18 @@ static void close_all(wrk_t *w)
 {
     w->phase = 2;
     drain_inbox(w);
-    for (link_t *l = w->conns.next; l != &w->conns;) {
-        conn_t *c = link_entry(l, conn_t, all);
-        l = l->next;
-        if (c->state == CONN_OPEN)
-            conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
-        else if (c->state == CONN_CLOSING)
-            conn_resume(c);
+    /* The closing ones read on (for the peer's Close), then the open ones
+     * are closed (which moves them to the closing list, already walked). */
+    EACH_LIST(w, lists);
+    for (int i = 0; i < 3; i++) {
+        for (link_t *l = lists[i]->next; l != lists[i];) {
+            conn_t *c = link_entry(l, conn_t, sup);
+            l = l->next;
+            if (c->state == CONN_OPEN)
+                conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
+            else if (c->state == CONN_CLOSING)
+                conn_resume(c);
+        }
     }
     uv_timer_start(&w->drain, on_drain_deadline, ms(w->cfg->close_timeout), 0);
     if (w->nconns == 0)
@@ -518,8 +591,10 @@ static void run(void *arg)
     uv_close((uv_handle_t *)&w->drain, NULL);
     uv_close((uv_handle_t *)&w->flush, NULL);
     uv_close((uv_handle_t *)&w->accept_retry, NULL);
+    uv_close((uv_handle_t *)&w->io, NULL);
     listen_close(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    conn_free_closed(w);
     drain_inbox(w); /* frames posted after the drain: release them */
     LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
     atomic_fetch_sub(&w->b->workers_running, 1);
@@ -544,6 +619,9 @@ int wrk_start(wrk_t *w)
     uv_check_init(loop, &w->flush);
     w->flush.data = w;
     uv_check_start(&w->flush, on_check);
+    uv_poll_init(loop, &w->io, w->epfd);
+    w->io.data = w;
+    uv_poll_start(&w->io, UV_READABLE, on_io);
     uint64_t t = tick_ms(w->cfg);
     uv_timer_start(&w->tick, on_tick, t, t);
     uv_timer_init(loop, &w->accept_retry);
@@ -593,9 +671,10 @@ void wrk_free(wrk_t *w)
     free(w->inbox);
     free(w->batch);
     free(w->slow);
+    conn_rings_trim(w, true);
     pmd_deflater_end(&w->deflater);
     pmd_inflater_end(&w->inflater);
     free(w->inflated.buf);
-    conn_pool_free(w);
+    close(w->epfd);
     free(w);
 }

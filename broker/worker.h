@@ -24,7 +24,6 @@
 
 #define WRK_READ_BUF (64 * 1024)
 
-typedef struct wreq wreq_t;
 typedef struct wrk wrk_t;
 
 /* One listening socket of a worker (SO_REUSEPORT: each worker has its own). */
@@ -42,6 +41,9 @@ struct wrk {
     const cfg_t *cfg;
     uv_thread_t thread;
     uv_loop_t loop;
+    int epfd;                /* the connections' sockets (conn.c), polled below */
+    uv_poll_t io;            /* readable: epfd has events */
+    link_t dead;             /* closed connections, freed after the epoll batch */
     lsn_t lsn[2];            /* [0] --port (plain), [1] --tls-port */
     uv_timer_t accept_retry; /* resumes accepting after EMFILE/ENFILE */
     uint64_t starved_since;  /* ms: first EMFILE of the current spell, or 0 */
@@ -60,6 +62,7 @@ struct wrk {
     bool self_posted;   /* this worker posted to its own inbox: drain in check */
     frame_t **batch;    /* the inbox array being drained */
     size_t batch_cap;
+    bool draining; /* inside drain_inbox (it must not nest) */
 
     ptable_t subs;              /* pattern -> lpat_t */
     link_t filters;             /* replay filters (pubsub.c), oldest first */
@@ -67,7 +70,6 @@ struct wrk {
     uint64_t next_token;        /* cluster mode: names of pending subscriptions */
     smap_t byid;                /* cluster mode: connection id -> conn_t */
     uint64_t swept;             /* ms: the last history sweep */
-    link_t conns;               /* every connection of this worker */
     link_t hs_list;             /* HTTP state, by accept time */
     link_t ping_list;           /* open, by time of the last Ping */
     link_t wait_list;           /* Ping sent, nothing received since, by Ping time */
@@ -77,13 +79,13 @@ struct wrk {
     link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
+    void *rings;                /* unused output rings (conn.c) */
+    uint32_t nrings, rings_low; /* their number; its low mark since the last trim */
     struct conn **slow;         /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
     uint64_t nconns;
     uint64_t next_id;
     uint64_t stamp; /* delivery round, for one delivery per connection */
-    wreq_t *wreq_free;
-    unsigned wreq_nfree;
     stats_t stats;
     /* permessage-deflate: shared compression (no context takeover, 15
      * bits) and inflation of client messages (no context takeover, which
@@ -106,6 +108,13 @@ void wrk_free(wrk_t *w);
  * so an inbox holds at most the limit plus one publish per connection. */
 #define WRK_INBOX_BYTES (4u << 20)
 #define WRK_INBOX_LEN   65536
+
+/* Deliver what other workers posted to w's inbox so far (w's thread). A
+ * connection that unsubscribes or closes calls it first: every publish
+ * acknowledged before its request reached the broker is then delivered to
+ * it before the unsubscribe's ack or the Close reply. Does nothing when
+ * called from within a drain. */
+void wrk_drain_inbox(wrk_t *w);
 
 /* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
 void wrk_post(void *broker, int w, frame_t *f);

@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev libssl-dev libcjson-dev zlib1g-dev
       libhiredis-dev openssl curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(check clang libclang-rt-14-dev python3 chromium redis-server haproxy)
+  pkgs+=(check clang libclang-rt-14-dev python3 python3-websockets chromium redis-server haproxy)
   # Debian's node (18 on Debian 12) and npm; where node is older than 20,
   # tests/browser/run.sh adds a pinned Node 20 from the npm registry under
   # tests/browser/node/ for the browser tests only.

@@ -10,6 +10,12 @@
 #   fuzz   every libFuzzer target for FUZZ_SECONDS (default 20) each
 #   browser  headless Chromium (Debian's) driving the demo page and
 #          wsbroker.js against the plain build's broker
+#   interop  clients written elsewhere (npm ws, Debian's python3-websockets)
+#          over ws:// and wss://, with and without permessage-deflate
+#   deploy tests/deploy/compose_test.sh: the real images and
+#          docker-compose.yml started on a bridgeless Docker daemon, checked
+#          end to end through haproxy (root only: it installs and starts
+#          Docker)
 # Every build here has -Wall -Wextra -Werror (WSBROKER_WERROR=ON; a plain
 # cmake build leaves it off). Select stages with STAGES="plain asan"
 # (default: all, in the order above). Exits non-zero on any failure and
@@ -19,7 +25,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/deploy/deps.sh" --test || exit 1
 
-stages="${STAGES:-plain builds asan tsan fuzz browser}"
+stages="${STAGES:-plain builds asan tsan fuzz browser interop deploy}"
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 jobs="$(nproc)"
 passed=0
@@ -101,6 +107,20 @@ for stage in $stages; do
           failed=$((failed + ${n:-1})); failures+=("browser: ${n:-?} failed")
         fi
       else failed=$((failed + 1)); failures+=("browser: build failed"); fi ;;
+    interop)
+      if configure_build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+        if WSBROKER_BIN="$root/build-test/broker/wsbroker" tests/interop/run.sh 2>&1 | tee build-test/interop.log; then
+          passed=$((passed + $(grep -c '^ok ' build-test/interop.log)))
+        else
+          n=$(grep -c '^not ok ' build-test/interop.log)
+          failed=$((failed + (n > 0 ? n : 1))); failures+=("interop: ${n} failed")
+        fi
+      else failed=$((failed + 1)); failures+=("interop: build failed"); fi ;;
+    deploy)
+      mkdir -p build-deploy
+      if tests/deploy/compose_test.sh 2>&1 | tee build-deploy/compose_test.out; then
+        passed=$((passed + $(grep -c '^ok: ' build-deploy/compose_test.out)))
+      else failed=$((failed + 1)); failures+=("deploy: $(grep -m1 '^FAIL: ' build-deploy/compose_test.out || echo 'compose_test.sh failed')"); fi ;;
     *)
       echo "unknown stage '$stage'" >&2; failed=$((failed + 1)); failures+=("unknown stage $stage") ;;
   esac

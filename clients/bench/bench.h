@@ -297,11 +297,14 @@ typedef struct bthread {
     uint64_t compressed_rx, compressed_tx, deflate_conns;
     char ext[160];        /* the first negotiated Sec-WebSocket-Extensions */
     char tls_version[16]; /* the first TLS connection's version */
+    /* wss: the thread's own client context. Shared between threads,
+     * OpenSSL 3.0 fills certificate caches during verification without
+     * locking them (ThreadSanitizer sees it). */
+    SSL_CTX *tls_ctx;
 } bthread_t;
 
 struct bench {
     opts_t o;
-    SSL_CTX *tls_ctx; /* wss: shared by every connection (SSL_new is thread-safe) */
     bthread_t *th;
     btopic_t *topics;
     size_t ntopics;

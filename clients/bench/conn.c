@@ -696,7 +696,7 @@ static bool tls_start(bconn_t *c)
     const bench_t *b = c->th->b;
     const opts_t *o = &b->o;
     char err[160];
-    c->ssl = SSL_new(b->tls_ctx);
+    c->ssl = SSL_new(c->th->tls_ctx);
     c->rbio = BIO_new(BIO_s_mem());
     c->wbio = BIO_new(BIO_s_mem());
     if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {

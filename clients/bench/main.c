@@ -65,7 +65,8 @@ static void usage(FILE *f)
           "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws], or wss://\n"
           "                        for TLS\n"
           "  --cafile FILE         wss://: trust the CA certificates in FILE (PEM)\n"
-          "                        instead of the system's\n"
+          "                        instead of the system's bundle ($SSL_CERT_FILE or\n"
+          "                        OpenSSL's default file)\n"
           "  --insecure            wss://: do not verify the broker's certificate or name\n"
           "                        (self-signed test setups)\n"
           "  --deflate             offer permessage-deflate; when the broker accepts,\n"
@@ -89,7 +90,10 @@ static void usage(FILE *f)
           "  --pairs N             pairs: topics [1000]\n"
           "  --conns N             conns: connections [10000]\n"
           "  --hold S              conns: seconds to hold them open [5]\n"
-          "  --broker-pid PID      read the broker's VmRSS and CPU time from /proc\n"
+          "  --broker-pid PID      read the broker's VmRSS and CPU time from /proc (any\n"
+          "                        server process, all its threads; the server itself,\n"
+          "                        not a wrapper): adds broker CPU %, CPU per delivery\n"
+          "                        and, for conns, RSS and CPU per connection\n"
           "  --rate N/s            latency: publishes per second, all publishers [1000]\n"
           "  --allow-remote        allow a target that is not a loopback address\n"
           "  --help\n"
@@ -575,9 +579,9 @@ static bool all_closed(bench_t *b)
 
 typedef struct result {
     double setup_s, handshakes_per_s, ready_per_s, window_s, drain_s;
-    double bench_cpu_s, broker_cpu_s;
-    machine_cpu_t machine; /* in the measured window */
-    double close_s;        /* from PH_CLOSE until every connection was closed */
+    double bench_cpu_s, broker_cpu_s; /* broker: -1 when /proc could not be read */
+    machine_cpu_t machine;            /* in the measured window */
+    double close_s;                   /* from PH_CLOSE until every connection was closed */
     double setup_bench_cpu_s, setup_broker_cpu_s;
     long rss_before, rss_after, rss_closed;
     bool ran, setup_timeout, drain_timeout;
@@ -711,8 +715,13 @@ static int report(bench_t *b, const result_t *r)
     fprintf(f, ",\"setup_s\":%.3f,\"handshakes_per_s\":%.0f,\"subscribed_per_s\":%.0f", r->setup_s,
             r->handshakes_per_s, r->ready_per_s);
     fprintf(f, ",\"setup_bench_cpu_s\":%.2f", r->setup_bench_cpu_s);
-    if (o->broker_pid)
+    if (o->broker_pid && r->setup_broker_cpu_s >= 0) {
         fprintf(f, ",\"setup_broker_cpu_s\":%.2f", r->setup_broker_cpu_s);
+        uint64_t hs = SUM(b, handshakes);
+        if (hs > 0)
+            fprintf(f, ",\"setup_broker_us_per_conn\":%.1f",
+                    r->setup_broker_cpu_s * 1e6 / (double)hs);
+    }
 
     if (o->scenario == SC_CONNS) {
         if (o->broker_pid) {
@@ -752,9 +761,15 @@ static int report(bench_t *b, const result_t *r)
         fprintf(f, ",\"loop_stall_max_ms\":%.1f,\"loop_stalls_over_10ms\":%llu",
                 (double)stall / 1e6, (unsigned long long)stalls);
         fprintf(f, ",\"bench_cpu_s\":%.2f", r->bench_cpu_s);
-        if (o->broker_pid)
-            fprintf(f, ",\"broker_cpu_s\":%.2f,\"other_cpu_s\":%.2f", r->broker_cpu_s,
+        if (o->broker_pid && r->broker_cpu_s >= 0) {
+            uint64_t wd = SUM(b, win_delivered);
+            fprintf(f, ",\"broker_cpu_s\":%.2f,\"broker_cpu_pct\":%.0f", r->broker_cpu_s,
+                    100.0 * r->broker_cpu_s / win);
+            if (wd > 0)
+                fprintf(f, ",\"broker_us_per_delivery\":%.3f", r->broker_cpu_s * 1e6 / (double)wd);
+            fprintf(f, ",\"other_cpu_s\":%.2f",
                     r->machine.process + r->machine.irq - r->bench_cpu_s - r->broker_cpu_s);
+        }
         fprintf(f, ",\"process_cpu_s\":%.2f,\"irq_cpu_s\":%.2f,\"steal_cpu_s\":%.2f",
                 r->machine.process, r->machine.irq, r->machine.steal);
     }
@@ -829,32 +844,42 @@ static int report(bench_t *b, const result_t *r)
 
 /* ---- TLS ---- */
 
-/* The client context every wss:// connection shares: TLS 1.2 at least, the
- * broker's certificate checked against --cafile or the system's store
- * unless --insecure. */
-static int make_tls_ctx(bench_t *b)
+/* A bench thread's client context (one per thread): TLS 1.2 at least, the
+ * broker's certificate checked against --cafile or the system's CA bundle
+ * unless --insecure. The bundle file ($SSL_CERT_FILE, else OpenSSL's
+ * default, /etc/ssl/certs/ca-certificates.crt on Debian) is read once here;
+ * the hashed directory is not used, so that handshakes never touch the
+ * file system while they are measured. */
+static int make_tls_ctx(bench_t *b, SSL_CTX **out)
 {
     const opts_t *o = &b->o;
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL)
         return -1;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    int ok = o->cafile != NULL ? SSL_CTX_load_verify_locations(ctx, o->cafile, NULL)
-                               : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1) {
+    const char *file = o->cafile != NULL ? o->cafile : getenv(X509_get_default_cert_file_env());
+    if (file == NULL || file[0] == '\0')
+        file = X509_get_default_cert_file();
+    if (SSL_CTX_load_verify_locations(ctx, file, NULL) != 1) {
         char why[160];
         ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
-        fprintf(stderr, "wsbroker-bench: cannot load %s: %s\n",
-                o->cafile != NULL ? o->cafile : "the system's CA certificates", why);
+        fprintf(stderr, "wsbroker-bench: cannot load the CA certificates in %s: %s\n", file, why);
         SSL_CTX_free(ctx);
         return -1;
     }
     SSL_CTX_set_verify(ctx, o->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    b->tls_ctx = ctx;
+    *out = ctx;
     return 0;
 }
 
 /* ---- Run ---- */
+
+/* CPU seconds between two proc_cpu_s() readings of the broker, -1 if either
+ * failed (the broker exited, or its /proc entry is not readable). */
+static double cpu_delta(double before, double after)
+{
+    return before < 0 || after < 0 ? -1 : after - before;
+}
 
 static void run(bench_t *b, result_t *r)
 {
@@ -874,7 +899,7 @@ static void run(bench_t *b, result_t *r)
     r->setup_s = (double)(t - b->t_setup) / 1e9;
     r->setup_bench_cpu_s = self_cpu_s() - cpu_setup;
     if (o->broker_pid)
-        r->setup_broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu_setup;
+        r->setup_broker_cpu_s = cpu_delta(bcpu_setup, proc_cpu_s(o->broker_pid));
     r->setup_timeout = !ok && !interrupted;
     r->not_ready = b->total_conns - ready - SUM(b, failed);
     uint64_t last_hs = MAXOF(b, last_handshake_ns), last_ready = MAXOF(b, last_ready_ns);
@@ -935,7 +960,7 @@ static void run(bench_t *b, result_t *r)
     r->machine.irq = m1.irq - m0.irq;
     r->machine.steal = m1.steal - m0.steal;
     if (o->broker_pid)
-        r->broker_cpu_s = proc_cpu_s(o->broker_pid) - bcpu0;
+        r->broker_cpu_s = cpu_delta(bcpu0, proc_cpu_s(o->broker_pid));
 
     uint64_t drain_end = t + (uint64_t)(o->drain * 1e9);
     bool drained = wait_until(b, &pg, "stop", drain_end, pubs_done);
@@ -974,8 +999,9 @@ int main(int argc, char **argv)
     snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(getpid() ^ (now_ns() >> 10)));
     if (scen_plan(b) < 0)
         return 2;
-    if (b->o.tls && make_tls_ctx(b) < 0)
-        return 2;
+    for (unsigned i = 0; b->o.tls && i < b->o.threads; i++)
+        if (make_tls_ctx(b, &b->th[i].tls_ctx) < 0)
+            return 2;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1015,10 +1041,11 @@ int main(int argc, char **argv)
         res.rss_closed = proc_rss_kib(b->o.broker_pid);
     }
     status = report(b, &res);
-    for (unsigned i = 0; i < b->o.threads; i++)
+    for (unsigned i = 0; i < b->o.threads; i++) {
+        SSL_CTX_free(b->th[i].tls_ctx);
         thr_free(&b->th[i]);
+    }
     free(b->th);
     free(b->topics);
-    SSL_CTX_free(b->tls_ctx);
     return status;
 }

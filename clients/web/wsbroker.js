@@ -536,7 +536,7 @@ export class Client extends EventTarget {
     return null;
   }
 
-  /** Persist what a concrete subscription has seen (or forget it: null). */
+  /** Persist what a concrete subscription has seen, or (forget) drop it. */
   _remember(entry, forget = false) {
     if (!this._persist || entry.wildcard) return;
     const key = this._persist.prefix + entry.pattern;

@@ -13,8 +13,10 @@
  *   DATA     payload of a text/binary/continuation frame: unmasked in place
  *            and handed out as a view of the caller's buffer, one chunk per
  *            call, UTF-8 checked on the way for text.
- *   CONTROL  payload of a ping/pong/close frame: copied into p->ctl (at most
- *            125 bytes) so that the event is whole, then checked.
+ *   CONTROL  payload of a ping/pong/close frame, whole for its event: a
+ *            view of the caller's buffer when it is all there and no
+ *            control buffer is set (ws_decoder_t), else copied into p->ctl
+ *            (at most 125 bytes), then checked.
  *
  * A call consumes header bytes and, in the same call, as much payload as
  * the buffer holds, and returns after at most one event. Errors are sticky:
@@ -42,7 +44,7 @@ enum {
 #define LEN_64BIT  127
 #define CLOSE_CODE 2 /* bytes of the status code in a Close payload */
 
-void ws_parser_init(ws_parser_t *p, ws_role_t role, uint64_t max_message, unsigned flags)
+void ws_decoder_init(ws_decoder_t *p, ws_role_t role, uint64_t max_message, unsigned flags)
 {
     memset(p, 0, sizeof *p);
     p->state = ST_HEADER;
@@ -53,12 +55,28 @@ void ws_parser_init(ws_parser_t *p, ws_role_t role, uint64_t max_message, unsign
     utf8_init(&p->utf8);
 }
 
-bool ws_parser_in_message(const ws_parser_t *p)
+bool ws_decoder_in_message(const ws_decoder_t *p)
 {
     return p->msg_opcode != 0;
 }
 
-static ssize_t fail(ws_parser_t *p, int err)
+bool ws_decoder_needs_ctl(const ws_decoder_t *p)
+{
+    return p->state == ST_CONTROL && p->ctl == NULL;
+}
+
+void ws_parser_init(ws_parser_t *p, ws_role_t role, uint64_t max_message, unsigned flags)
+{
+    ws_decoder_init(&p->d, role, max_message, flags);
+    p->d.ctl = p->ctl;
+}
+
+bool ws_parser_in_message(const ws_parser_t *p)
+{
+    return ws_decoder_in_message(&p->d);
+}
+
+static ssize_t fail(ws_decoder_t *p, int err)
 {
     p->state = (uint8_t)(ST_FAILED | -err);
     return err;
@@ -74,7 +92,7 @@ static unsigned ext_len_bytes(uint8_t len7)
 
 /* Check the first header byte: opcode, FIN and RSV bits, and the message
  * sequence. Everything here is known from one byte, so fail at once. */
-static int header_byte0(const ws_parser_t *p)
+static int header_byte0(const ws_decoder_t *p)
 {
     uint8_t b0 = p->hdr[0];
     uint8_t op = b0 & B0_OPCODE;
@@ -102,7 +120,7 @@ static int header_byte0(const ws_parser_t *p)
 
 /* Check the second header byte (MASK bit for the role, control payload
  * length) and work out the length of the whole header. */
-static int header_byte1(ws_parser_t *p)
+static int header_byte1(ws_decoder_t *p)
 {
     uint8_t b0 = p->hdr[0], b1 = p->hdr[1];
     uint8_t op = b0 & B0_OPCODE;
@@ -126,7 +144,7 @@ static int header_byte1(ws_parser_t *p)
 
 /* The header is complete: decode the length and key, apply the message
  * layer and switch to the payload state. */
-static int header_end(ws_parser_t *p)
+static int header_end(ws_decoder_t *p)
 {
     uint8_t len7 = p->hdr[1] & B1_LEN;
     uint64_t len = len7;
@@ -175,12 +193,22 @@ static size_t take(uint64_t remaining, size_t avail)
     return remaining < avail ? (size_t)remaining : avail;
 }
 
-static ssize_t feed_control(ws_parser_t *p, const uint8_t *buf, size_t len, size_t off,
-                            ws_event_t *ev)
+static ssize_t feed_control(ws_decoder_t *p, uint8_t *buf, size_t len, size_t off, ws_event_t *ev)
 {
     size_t n = take(p->remaining, len - off);
+    const uint8_t *payload = p->ctl;
 
-    if (n > 0) {
+    if (p->ctl == NULL && p->ctl_len == 0 && n == p->remaining) {
+        /* Whole in buf: unmask in place, the event points there. */
+        payload = buf + off;
+        if (p->masked)
+            ws_mask(buf + off, n, p->mask, 0);
+        p->ctl_len = (uint8_t)n;
+        p->remaining = 0;
+        off += n;
+    } else if (p->ctl == NULL) {
+        return (ssize_t)off; /* split: ws_decoder_needs_ctl() */
+    } else if (n > 0) {
         memcpy(p->ctl + p->ctl_len, buf + off, n);
         if (p->masked)
             ws_mask(p->ctl + p->ctl_len, n, p->mask, p->mask_off);
@@ -194,26 +222,26 @@ static ssize_t feed_control(ws_parser_t *p, const uint8_t *buf, size_t len, size
 
     p->state = ST_HEADER;
     if (p->opcode == WS_OP_CLOSE && p->ctl_len >= CLOSE_CODE) {
-        uint16_t code = (uint16_t)(p->ctl[0] << 8 | p->ctl[1]);
+        uint16_t code = (uint16_t)(payload[0] << 8 | payload[1]);
         if (!ws_close_code_valid(code))
             return fail(p, WS_E_PROTO);
-        if (!utf8_valid(p->ctl + CLOSE_CODE, p->ctl_len - CLOSE_CODE))
+        if (!utf8_valid(payload + CLOSE_CODE, p->ctl_len - CLOSE_CODE))
             return fail(p, WS_E_UTF8);
         ev->type = WS_EV_CLOSE;
         ev->close_code = code;
-        ev->data = p->ctl + CLOSE_CODE;
+        ev->data = payload + CLOSE_CODE;
         ev->len = p->ctl_len - CLOSE_CODE;
         return (ssize_t)off;
     }
     ev->type = p->opcode == WS_OP_PING   ? WS_EV_PING
                : p->opcode == WS_OP_PONG ? WS_EV_PONG
                                          : WS_EV_CLOSE; /* empty: code 0 */
-    ev->data = p->ctl;
+    ev->data = payload;
     ev->len = p->ctl_len;
     return (ssize_t)off;
 }
 
-static ssize_t feed_data(ws_parser_t *p, uint8_t *buf, size_t len, size_t off, ws_event_t *ev)
+static ssize_t feed_data(ws_decoder_t *p, uint8_t *buf, size_t len, size_t off, ws_event_t *ev)
 {
     size_t n = take(p->remaining, len - off);
     uint8_t *d = buf + off;
@@ -255,6 +283,12 @@ static ssize_t feed_data(ws_parser_t *p, uint8_t *buf, size_t len, size_t off, w
 }
 
 ssize_t ws_parser_feed(ws_parser_t *p, uint8_t *buf, size_t len, ws_event_t *ev)
+{
+    p->d.ctl = p->ctl; /* (the struct may have been moved since init) */
+    return ws_decoder_feed(&p->d, buf, len, ev);
+}
+
+ssize_t ws_decoder_feed(ws_decoder_t *p, uint8_t *buf, size_t len, ws_event_t *ev)
 {
     size_t off = 0;
     int r;

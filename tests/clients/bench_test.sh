@@ -142,6 +142,53 @@ case_tls_errors() {
   grep -q "wss://" "$WORK/url.err" || fail "bad URL message: $(cat "$WORK/url.err")"
 }
 
+case_compare() {
+  # compare.py: wsbroker (A) against a second broker given as a command
+  # (here wsbroker again, one worker, behind a shell that stays its parent:
+  # the pid measured must be the listener's, not the shell's). Tiny runs.
+  local cmp="$here/../../clients/bench/compare.py"
+  timeout 280 python3 "$cmp" --bench "$WSBROKER_BENCH" \
+    --a-cmd "$WSBROKER_BIN --bind 127.0.0.1 --port {port} --workers 2 --log-level warn" \
+    --b-name one-worker --b-cmd "bash -c '$WSBROKER_BIN --bind 127.0.0.1 --port {port} --workers 1 --log-level warn; exit \$?'" \
+    --runs 1 --fanout-runs 2 --duration 0.5 --warmup 0.2 --fanout-subs 20 --pairs 20 \
+    --lat-subs 10 --lat1m-rate 500 --lat100k-rate 100 --conns 100 --hold 0.3 --pause 0 \
+    --port "$("$WSC_TBTOOL" port)" --out "$WORK/cmp" >"$WORK/cmp.md" 2>"$WORK/cmp.err"
+  local st=$?
+  [ "$st" -eq 0 ] || fail "compare.py exited $st: $(tail -20 "$WORK/cmp.err")"
+  python3 - "$WORK/cmp/runs.json" "$WORK/cmp.md" <<'PY' || fail "compare.py: $(cat "$WORK/cmp.md")"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+md = open(sys.argv[2]).read()
+assert len(runs) == 12, len(runs)
+for r in runs:
+    assert "failure" not in r, r
+    d = r["json"]
+    assert d["ok"] is True and d["params"]["url"].endswith(":%d/ws" % r["port"]), r
+    if r["scenario"] == "conns":
+        assert d["per_conn_bytes"] > 0 and d["handshakes_per_s"] > 0, d
+    else:
+        assert d["lost"] == 0 and d["duplicates"] == 0 and d["reordered"] == 0, d
+        # /proc counts CPU in clock ticks: a short latency run may show 0.
+        assert d["broker_us_per_delivery"] >= 0 and d["broker_cpu_s"] >= 0, d
+        assert r["scenario"].startswith("lat") or d["broker_us_per_delivery"] > 0, d
+for r in runs:
+    # A runs the broker itself; B's broker is the shell's child.
+    assert (r["broker_pid"] == r["launcher_pid"]) == (r["broker"] == "wsbroker"), r
+order = [(r["scenario"], r["broker"]) for r in runs]
+assert order[:2] == [("fanout", "wsbroker"), ("fanout", "one-worker")], order
+assert order[-1] == ("fanout", "wsbroker"), order  # second round: B first
+for want in ("| deliveries/s |", "| p99, ms |", "| broker RSS per connection, bytes |",
+             "| broker CPU per delivery, us |", "| wsbroker | one-worker | wsbroker / one-worker |",
+             "2/2 clean", "cores are shared by the broker and the load generator",
+             "wsbroker-bench pairs --pairs 20"):
+    assert want in md, want
+PY
+  # Bad options: exit 2 before anything runs.
+  timeout 20 python3 "$cmp" --b-cmd true --scenarios nosuch >/dev/null 2>"$WORK/cmp-bad.err"
+  [ $? -eq 2 ] || fail "compare.py --scenarios nosuch did not exit 2"
+  grep -q nosuch "$WORK/cmp-bad.err" || fail "compare.py: no reason given: $(cat "$WORK/cmp-bad.err")"
+}
+
 [ $# -eq 1 ] || { echo "usage: $0 CASE" >&2; exit 2; }
 declare -F "case_$1" >/dev/null || { echo "no case '$1'" >&2; exit 2; }
 "case_$1"

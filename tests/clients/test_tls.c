@@ -217,23 +217,29 @@ START_TEST(wss_round_trip_with_ca_file)
 }
 END_TEST
 
-/* Plain ws:// to the same broker, with and without deflate, and a broker
- * that does not do deflate at all. */
+/* Plain ws:// with and without deflate, against a broker compressing each
+ * message once for everyone (shared: no context takeover), one keeping a
+ * context per connection (dedicated: the client's inflater keeps its
+ * window across messages), and one that does not do deflate at all. */
 START_TEST(ws_deflate_on_and_off)
 {
+    static const char *const modes[] = {"shared", "dedicated", "off"};
     rec_t *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
-    const char *const off[] = {"--deflate", _i == 0 ? "shared" : "off", NULL};
-    start_tls(fx.certs.cert, fx.certs.key, off);
+    const char *const args[] = {"--deflate", modes[_i], NULL};
+    start_tls(fx.certs.cert, fx.certs.key, args);
     wsc_options_t o;
     rec_options(a, &o);
     o.on_message = on_big;
     wsc_client_t *sub = open_at(fx.broker.url, a, &o);
     ck_assert_str_eq(wsc_tls_version(sub), "");
-    if (_i == 0)
-        ck_assert_msg(strncmp(wsc_extensions(sub), "permessage-deflate", 18) == 0, "'%s'",
-                      wsc_extensions(sub));
-    else
-        ck_assert_str_eq(wsc_extensions(sub), "");
+    const char *ext = wsc_extensions(sub);
+    if (_i < 2) {
+        ck_assert_msg(strncmp(ext, "permessage-deflate", 18) == 0, "'%s'", ext);
+        ck_assert_msg((strstr(ext, "server_no_context_takeover") != NULL) == (_i == 0), "%s: '%s'",
+                      modes[_i], ext);
+    } else {
+        ck_assert_str_eq(ext, "");
+    }
     rec_options(b, &o);
     o.deflate = false;
     wsc_client_t *pub = open_at(fx.broker.url, b, &o);
@@ -699,7 +705,7 @@ static Suite *suite(void)
         int loops;
     } tests[] = {
         {"wss_round_trip_with_ca_file", wss_round_trip_with_ca_file, 2},
-        {"ws_deflate_on_and_off", ws_deflate_on_and_off, 2},
+        {"ws_deflate_on_and_off", ws_deflate_on_and_off, 3},
         {"certificate_checks", certificate_checks, 1},
         {"inflate_bounded_by_client_limit", inflate_bounded_by_client_limit, 1},
         {"offer_sni_and_bad_answers", offer_sni_and_bad_answers, 5},

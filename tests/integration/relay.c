@@ -286,6 +286,9 @@ int it_relay_start(int tls_port)
     relay_t *r = calloc(1, sizeof(*r));
     IT_ASSERT(r != NULL, "relay: out of memory");
     r->tls_port = tls_port;
+    /* Relay threads run until the process exits: OpenSSL must not free
+     * its locks at exit under them (the first initialisation decides). */
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
     r->ctx = SSL_CTX_new(TLS_client_method());
     IT_ASSERT(r->ctx != NULL, "relay: SSL_CTX_new failed");
     /* The test's self-signed certificate: the relay checks nothing. */

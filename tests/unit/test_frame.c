@@ -439,6 +439,76 @@ START_TEST(rfc_masked_hello_in_place_one_byte_at_a_time)
 }
 END_TEST
 
+/* ws_decoder_t: a control frame whole in the buffer is a view of it (no
+ * buffer of the decoder's); split across feeds it stops until the caller
+ * gives it a buffer, then gathers it there. The events equal the parser's. */
+START_TEST(decoder_control_frames_in_place_or_split)
+{
+    /* a client's masked Close 1000 "Hello" (13 bytes), then Ping "Hi" (8) */
+    static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint8_t m[64], cp[WS_MAX_CONTROL];
+    size_t cl = ws_close_payload(cp, 1000, "Hello", 5);
+    ssize_t n1 = ws_frame_encode(m, sizeof m, WS_OP_CLOSE, true, cp, cl, mask);
+    ck_assert_int_eq(n1, 13);
+    ssize_t n2 = ws_frame_encode(m + n1, sizeof m - (size_t)n1, WS_OP_PING, true,
+                                 (const uint8_t *)"Hi", 2, mask);
+    ck_assert_int_eq(n2, 8);
+    size_t total = (size_t)(n1 + n2);
+
+    /* whole: two events, each pointing into the buffer */
+    ws_decoder_t d;
+    ws_decoder_init(&d, WS_ROLE_SERVER, 0, 0);
+    uint8_t *b = guard_copy(m, total);
+    ws_event_t ev;
+    ck_assert_int_eq(ws_decoder_feed(&d, b, total, &ev), 13);
+    ck_assert_int_eq(ev.type, WS_EV_CLOSE);
+    ck_assert_uint_eq(ev.close_code, 1000);
+    ck_assert_ptr_eq(ev.data, b + 8);
+    ck_assert_uint_eq(ev.len, 5);
+    ck_assert_mem_eq(ev.data, "Hello", 5);
+    ck_assert(!ws_decoder_needs_ctl(&d));
+    ck_assert_int_eq(ws_decoder_feed(&d, b + 13, 8, &ev), 8);
+    ck_assert_int_eq(ev.type, WS_EV_PING);
+    ck_assert_ptr_eq(ev.data, b + 19);
+    ck_assert_mem_eq(ev.data, "Hi", 2);
+    ck_assert_ptr_null(d.ctl);
+
+    /* one byte at a time: stops at the first payload byte of each frame
+     * until it has a buffer */
+    {
+        ws_decoder_init(&d, WS_ROLE_SERVER, 0, 0);
+        uint8_t ctl[WS_MAX_CONTROL];
+        int events = 0;
+        for (size_t i = 0; i < total;) {
+            uint8_t *one = guard_copy(&m[i], 1);
+            ssize_t n = ws_decoder_feed(&d, one, 1, &ev);
+            ck_assert_int_ge(n, 0);
+            if (n == 0) {
+                ck_assert(ws_decoder_needs_ctl(&d));
+                ck_assert_int_eq(ev.type, WS_EV_NONE);
+                ck_assert_ptr_null(d.ctl);
+                d.ctl = ctl;
+                continue;
+            }
+            i++;
+            if (ev.type == WS_EV_NONE)
+                continue;
+            events++;
+            if (ev.type == WS_EV_CLOSE) {
+                ck_assert_uint_eq(ev.close_code, 1000);
+                ck_assert_mem_eq(ev.data, "Hello", 5);
+            } else {
+                ck_assert_int_eq(ev.type, WS_EV_PING);
+                ck_assert_mem_eq(ev.data, "Hi", 2);
+            }
+            ck_assert_ptr_eq(ev.data, ctl + (ev.type == WS_EV_CLOSE ? 2 : 0));
+            d.ctl = NULL; /* released once handled */
+        }
+        ck_assert_int_eq(events, 2);
+    }
+}
+END_TEST
+
 START_TEST(rfc_fragmented_unmasked_text)
 {
     static const uint8_t f[] = {0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f};
@@ -1387,6 +1457,7 @@ static Suite *frame_suite(void)
     tcase_add_test(msg, text_utf8_checked_across_fragments);
     tcase_add_test(msg, close_payload_rules);
     tcase_add_test(msg, one_event_per_call_in_a_packed_buffer);
+    tcase_add_test(msg, decoder_control_frames_in_place_or_split);
     suite_add_tcase(s, msg);
 
     TCase *enc = tcase_create("encoder");

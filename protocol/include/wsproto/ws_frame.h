@@ -10,8 +10,12 @@
  *
  * Payload is unmasked in place and returned as a view into the caller's
  * buffer: data frames are delivered in chunks as they arrive, and nothing is
- * copied. Only control-frame payloads (at most 125 bytes) are buffered inside
- * the parser so that their events are always whole.
+ * copied. Control-frame events are always whole: ws_parser_t copies their
+ * payload (at most 125 bytes) into a buffer of its own; ws_decoder_t, the
+ * same decoder without that buffer (for servers holding many idle
+ * connections), hands out a control frame that arrived whole as a view of
+ * the caller's buffer too, and asks for a buffer only while one is split
+ * across reads.
  */
 #ifndef WSPROTO_WS_FRAME_H
 #define WSPROTO_WS_FRAME_H
@@ -33,8 +37,8 @@ enum {
     WS_OP_PONG = 0xA,
 };
 
-#define WS_MAX_CONTROL 125 /* control payload limit */
-#define WS_MAX_HEADER 14   /* 2 + 8 length + 4 mask */
+#define WS_MAX_CONTROL       125 /* control payload limit */
+#define WS_MAX_HEADER        14  /* 2 + 8 length + 4 mask */
 #define WS_MAX_SERVER_HEADER 10
 
 typedef enum ws_role {
@@ -44,8 +48,8 @@ typedef enum ws_role {
 
 /* ws_parser_init flags */
 enum {
-    WS_PARSER_ALLOW_RSV1 = 1 << 0,   /* permessage-deflate negotiated */
-    WS_PARSER_SKIP_UTF8 = 1 << 1,    /* caller validates text itself */
+    WS_PARSER_ALLOW_RSV1 = 1 << 0, /* permessage-deflate negotiated */
+    WS_PARSER_SKIP_UTF8 = 1 << 1,  /* caller validates text itself */
 };
 
 typedef enum ws_ev_type {
@@ -66,13 +70,14 @@ typedef struct ws_event {
      * ws_parser_feed (may be empty, e.g. for an empty final frame).
      * PING/PONG: the whole payload. CLOSE: the reason text (after the
      * code). Control payloads live in the parser and stay valid until the
-     * next ws_parser_feed call. */
+     * next ws_parser_feed call (ws_decoder_t: in the caller's buffer, or in
+     * d->ctl after a split). */
     const uint8_t *data;
     size_t len;
     uint16_t close_code; /* WS_EV_CLOSE: 0 when the frame had no payload */
 } ws_event_t;
 
-typedef struct ws_parser {
+typedef struct ws_decoder {
     /* private */
     uint8_t state;
     uint8_t role;
@@ -81,16 +86,36 @@ typedef struct ws_parser {
     uint8_t hdr_have, hdr_need;
     uint8_t opcode;     /* current frame */
     uint8_t msg_opcode; /* message in progress, 0 if none */
-    bool fin, masked, msg_rsv1, msg_first;
+    bool fin : 1, masked : 1, msg_rsv1 : 1, msg_first : 1;
     uint8_t mask[4];
     uint8_t mask_off;
+    utf8_t utf8;
+    uint8_t ctl_len;
     uint64_t remaining; /* payload bytes left in the current frame */
     uint64_t msg_len;   /* payload bytes of the message so far */
     uint64_t max_message;
-    utf8_t utf8;
-    uint8_t ctl_len;
+    /* public: room for WS_MAX_CONTROL bytes where a split control frame's
+     * payload is gathered, or NULL. Set by the caller when
+     * ws_decoder_needs_ctl; it may be released (and set to NULL again) once the
+     * control frame's event has been handled (ws_decoder_needs_ctl). */
+    uint8_t *ctl;
+} ws_decoder_t;
+
+typedef struct ws_parser {
+    ws_decoder_t d;
     uint8_t ctl[WS_MAX_CONTROL];
 } ws_parser_t;
+
+/* The decoder without a control buffer: as ws_parser_init/feed, except
+ * that a control frame whole in buf is unmasked in place and its event
+ * points into buf, and that at one split across feeds, while d->ctl is
+ * NULL, feeding stops (WS_EV_NONE, possibly 0 bytes consumed) with none of
+ * its payload consumed, and ws_decoder_needs_ctl() is true until d->ctl is
+ * set. */
+void ws_decoder_init(ws_decoder_t *d, ws_role_t role, uint64_t max_message, unsigned flags);
+ssize_t ws_decoder_feed(ws_decoder_t *d, uint8_t *buf, size_t len, ws_event_t *ev);
+bool ws_decoder_needs_ctl(const ws_decoder_t *d);
+bool ws_decoder_in_message(const ws_decoder_t *d);
 
 /* Prepare p for a new connection. max_message bounds the payload of one
  * (possibly fragmented) data message; 0 means no limit. */
