@@ -43,24 +43,33 @@ typedef enum scen_kind {
     SC_LATENCY,
 } scen_kind_t;
 
-typedef struct opts {
-    scen_kind_t scenario;
-    const char *name; /* scenario name as typed */
+#define BENCH_MAX_URLS 8
+
+/* One broker endpoint (a cluster's node when --url is repeated). */
+typedef struct bendpoint {
     const char *url;
     char host[256];     /* as written in the URL, without brackets */
     char hostport[300]; /* Host header value */
     char target[512];   /* request target, e.g. "/ws" */
     int port;
-    bool tls;           /* wss:// */
-    bool host_is_ip;    /* no SNI; the certificate must name the address */
+    bool host_is_ip; /* no SNI; the certificate must name the address */
+    struct sockaddr_storage addr;
+} bendpoint_t;
+
+typedef struct opts {
+    scen_kind_t scenario;
+    const char *name;               /* scenario name as typed */
+    const char *url;                /* the first --url */
+    bendpoint_t ep[BENCH_MAX_URLS]; /* one per --url; connection k goes to ep[k % nep] */
+    unsigned nep;
+    bool tls;           /* wss:// (every --url alike) */
     bool insecure;      /* --insecure: no certificate or name check */
     const char *cafile; /* --cafile: CAs to trust instead of the system's */
     bool deflate;       /* --deflate: offer permessage-deflate, compress publishes */
-    struct sockaddr_storage addr;
-    double duration; /* measured window, seconds */
-    double warmup;   /* publishing before the window, seconds */
-    double drain;    /* bound on waiting for acks and in-flight deliveries */
-    double hold;     /* conns: how long the connections stay open */
+    double duration;    /* measured window, seconds */
+    double warmup;      /* publishing before the window, seconds */
+    double drain;       /* bound on waiting for acks and in-flight deliveries */
+    double hold;        /* conns: how long the connections stay open */
     double setup_timeout;
     double rate;         /* latency: publishes per second, all publishers */
     double connect_rate; /* connections started per second, 0: unlimited */
@@ -193,6 +202,7 @@ typedef struct bconn {
     uint32_t topic;     /* index into bench_t.topics */
     uint8_t role;
     uint8_t state;
+    uint8_t node;    /* index into opts_t.ep */
     bool inited;     /* uv_tcp_init done: uv_close needed */
     bool writing;    /* a uv_write is in flight (flight holds its bytes) */
     bool dirty;      /* queued in the thread's flush list */

@@ -592,8 +592,9 @@ static void send_upgrade(bconn_t *c)
     /* No context takeover from us: one deflater per thread serves all. */
     if (o->deflate && pmd_format_offer(true, offer, sizeof offer) > 0)
         snprintf(extra, sizeof extra, "Sec-WebSocket-Extensions: %s\r\n", offer);
-    int n = wsh_write_request((char *)c->out.p + c->out.len, c->out.cap - c->out.len, o->hostport,
-                              o->target, c->key, extra[0] ? extra : NULL);
+    const bendpoint_t *e = &o->ep[c->node];
+    int n = wsh_write_request((char *)c->out.p + c->out.len, c->out.cap - c->out.len, e->hostport,
+                              e->target, c->key, extra[0] ? extra : NULL);
     if (n < 0) {
         conn_fail(c, ERR_HANDSHAKE, "request does not fit: %s", ws_strerror(n));
         return;
@@ -708,11 +709,12 @@ static bool tls_start(bconn_t *c)
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     SSL_set_connect_state(c->ssl);
     bool ok = SSL_set_alpn_protos(c->ssl, (const unsigned char *)"\x08http/1.1", 9) == 0;
-    if (ok && !o->host_is_ip)
-        ok = SSL_set_tlsext_host_name(c->ssl, o->host) == 1;
+    const bendpoint_t *e = &o->ep[c->node];
+    if (ok && !e->host_is_ip)
+        ok = SSL_set_tlsext_host_name(c->ssl, e->host) == 1;
     if (ok && !o->insecure)
-        ok = o->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o->host) == 1
-                           : SSL_set1_host(c->ssl, o->host) == 1;
+        ok = e->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), e->host) == 1
+                           : SSL_set1_host(c->ssl, e->host) == 1;
     if (!ok) {
         conn_fail(c, ERR_CONNECT, "TLS setup: %s", ssl_error(err, sizeof err));
         return false;
@@ -764,7 +766,8 @@ void conn_start(bconn_t *c)
     th->live++;
     ctr_set(&th->st.open, th->live);
     uv_tcp_nodelay(&c->tcp, 1);
-    r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&th->b->o.addr, on_connect);
+    r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&th->b->o.ep[c->node].addr,
+                       on_connect);
     if (r < 0)
         conn_fail(c, ERR_CONNECT, "connect: %s", uv_strerror(r));
 }

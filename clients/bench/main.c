@@ -63,7 +63,9 @@ static void usage(FILE *f)
           "\n"
           "Options (defaults in brackets):\n"
           "  --url URL             broker endpoint [ws://127.0.0.1:8080/ws], or wss://\n"
-          "                        for TLS\n"
+          "                        for TLS; repeat it for a cluster's nodes: connection\n"
+          "                        k goes to the (k mod n)th, so a pair's subscriber and\n"
+          "                        publisher land on different nodes\n"
           "  --cafile FILE         wss://: trust the CA certificates in FILE (PEM)\n"
           "                        instead of the system's bundle ($SSL_CERT_FILE or\n"
           "                        OpenSSL's default file)\n"
@@ -147,19 +149,26 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
-/* ws[s]://host[:port][/path] -> o->host, port, hostport, target, addr. */
-static int parse_url(opts_t *o)
+/* ws[s]://host[:port][/path] -> e->host, port, hostport, target, addr. */
+static int parse_url(opts_t *o, bendpoint_t *e)
 {
-    const char *u = o->url, *p, *h, *he;
+    const char *u = e->url, *p, *h, *he;
+    bool tls;
     if (strncmp(u, "ws://", 5) == 0) {
         h = u + 5;
+        tls = false;
     } else if (strncmp(u, "wss://", 6) == 0) {
         h = u + 6;
-        o->tls = true;
+        tls = true;
     } else {
         fprintf(stderr, "wsbroker-bench: --url must start with ws:// or wss:// (got \"%s\")\n", u);
         return -1;
     }
+    if (e != o->ep && tls != o->tls) {
+        fprintf(stderr, "wsbroker-bench: every --url must be ws:// or every one wss://\n");
+        return -1;
+    }
+    o->tls = tls;
     if (*h == '[') {
         he = strchr(h, ']');
         if (he == NULL)
@@ -170,44 +179,44 @@ static int parse_url(opts_t *o)
         he = h + strcspn(h, ":/?");
         p = he;
     }
-    if (he == h || (size_t)(he - h) >= sizeof o->host)
+    if (he == h || (size_t)(he - h) >= sizeof e->host)
         goto bad;
-    memcpy(o->host, h, (size_t)(he - h));
-    o->host[he - h] = '\0';
+    memcpy(e->host, h, (size_t)(he - h));
+    e->host[he - h] = '\0';
     {
         unsigned char a[16];
-        o->host_is_ip = inet_pton(AF_INET, o->host, a) == 1 || inet_pton(AF_INET6, o->host, a) == 1;
+        e->host_is_ip = inet_pton(AF_INET, e->host, a) == 1 || inet_pton(AF_INET6, e->host, a) == 1;
     }
-    o->port = o->tls ? 443 : 80;
+    e->port = tls ? 443 : 80;
     if (*p == ':') {
         char *end;
         long port = strtol(p + 1, &end, 10);
         if (end == p + 1 || port < 1 || port > 65535)
             goto bad;
-        o->port = (int)port;
+        e->port = (int)port;
         p = end;
     }
     if (*p != '\0' && *p != '/' && *p != '?')
         goto bad;
-    snprintf(o->target, sizeof o->target, "%s%s", *p == '/' ? "" : "/", p);
-    snprintf(o->hostport, sizeof o->hostport, strchr(o->host, ':') ? "[%s]:%d" : "%s:%d", o->host,
-             o->port);
+    snprintf(e->target, sizeof e->target, "%s%s", *p == '/' ? "" : "/", p);
+    snprintf(e->hostport, sizeof e->hostport, strchr(e->host, ':') ? "[%s]:%d" : "%s:%d", e->host,
+             e->port);
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
     char port[8];
-    snprintf(port, sizeof port, "%d", o->port);
-    int r = getaddrinfo(o->host, port, &hints, &res);
+    snprintf(port, sizeof port, "%d", e->port);
+    int r = getaddrinfo(e->host, port, &hints, &res);
     if (r != 0) {
-        fprintf(stderr, "wsbroker-bench: cannot resolve %s: %s\n", o->host, gai_strerror(r));
+        fprintf(stderr, "wsbroker-bench: cannot resolve %s: %s\n", e->host, gai_strerror(r));
         return -1;
     }
-    memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
+    memcpy(&e->addr, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
-    if (!o->allow_remote && !is_loopback((const struct sockaddr *)&o->addr)) {
+    if (!o->allow_remote && !is_loopback((const struct sockaddr *)&e->addr)) {
         fprintf(stderr,
                 "wsbroker-bench: %s is not a loopback address; load tests here target "
                 "127.0.0.1/localhost (--allow-remote overrides)\n",
-                o->host);
+                e->host);
         return -1;
     }
     return 0;
@@ -276,7 +285,7 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
     int r = 0, ch;
 
     memset(o, 0, sizeof *o);
-    o->url = "ws://127.0.0.1:8080/ws";
+    o->url = NULL;
     o->duration = 10;
     o->warmup = 2;
     o->drain = 5;
@@ -293,7 +302,13 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
         const char *n = ch >= O_URL && ch <= O_HELP ? lo[ch - O_URL].name : "";
         switch (ch) {
         case O_URL:
-            o->url = optarg;
+            if (o->nep == BENCH_MAX_URLS) {
+                fprintf(stderr, "wsbroker-bench: at most %d --url\n", BENCH_MAX_URLS);
+                return -1;
+            }
+            if (o->url == NULL)
+                o->url = optarg;
+            o->ep[o->nep++].url = optarg;
             break;
         case O_DURATION:
             r |= parse_num(n, optarg, 0.1, 86400, &o->duration);
@@ -417,7 +432,14 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
             w = o->max_lag;
         o->window = w < 1 ? 1 : (unsigned)w;
     }
-    return parse_url(o);
+    if (o->nep == 0) {
+        o->url = "ws://127.0.0.1:8080/ws";
+        o->ep[o->nep++].url = o->url;
+    }
+    for (unsigned i = 0; i < o->nep; i++)
+        if (parse_url(o, &o->ep[i]) < 0)
+            return -1;
+    return 0;
 }
 
 /* ---- Environment ---- */
@@ -666,6 +688,14 @@ static int report(bench_t *b, const result_t *r)
     }
     fprintf(f, ",\"params\":{\"url\":");
     json_str(f, o->url);
+    if (o->nep > 1) {
+        fprintf(f, ",\"urls\":[");
+        for (unsigned i = 0; i < o->nep; i++) {
+            fputs(i ? "," : "", f);
+            json_str(f, o->ep[i].url);
+        }
+        fputc(']', f);
+    }
     fprintf(f, ",\"threads\":%u,\"payload\":%zu", o->threads, o->payload);
     switch (o->scenario) {
     case SC_FANOUT:

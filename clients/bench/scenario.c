@@ -127,6 +127,7 @@ int scen_plan(bench_t *b)
         c->th = th;
         c->role = role;
         c->topic = topic;
+        c->node = (uint8_t)(k % o->nep);
         c->next_id = c->ack_id = 1;
         if (role == ROLE_PUB) {
             th->pubs[th->npubs++] = c;

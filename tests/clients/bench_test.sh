@@ -142,6 +142,31 @@ case_tls_errors() {
   grep -q "wss://" "$WORK/url.err" || fail "bad URL message: $(cat "$WORK/url.err")"
 }
 
+case_nodes() {
+  # --url repeated: connection k goes to the (k mod n)th URL. Two URLs of one
+  # broker run clean; two brokers with no cluster link between them lose
+  # every pair (each subscriber on the first, its publisher on the second),
+  # which shows the connections were really split; ws:// and wss:// mixed is
+  # a usage error.
+  start_broker server
+  local p2 b2
+  p2="$("$WSC_TBTOOL" port)"
+  "$WSBROKER_BIN" --bind 127.0.0.1 --port "$p2" --workers 1 --log-level warn >>"$WORK/broker2.log" 2>&1 &
+  b2=$!
+  "$WSC_TBTOOL" wait "$p2" 10000 || { kill -9 "$b2"; fail "second broker did not start"; }
+  bench same pairs --pairs 20 --url "ws://127.0.0.1:$PORT/ws" --url "ws://localhost:$PORT/ws"
+  clean same
+  check same 'd["params"]["urls"] == ["ws://127.0.0.1:%s/ws" % '"$PORT"', "ws://localhost:%s/ws" % '"$PORT"']' "urls"
+  bench apart pairs --pairs 20 --drain 0.5 --url "ws://127.0.0.1:$PORT/ws" --url "ws://127.0.0.1:$p2/ws"
+  kill -TERM "$b2"; wait "$b2" 2>/dev/null
+  [ "$(cat "$WORK/apart.status")" -eq 1 ] || fail "split over two unlinked brokers exited $(cat "$WORK/apart.status"), not 1"
+  check apart 'd["errors"]["total"] == 0 and d["delivered"] == 0 and d["lost"] == d["expected"] > 0' "nothing crosses"
+  timeout 10 "$WSBROKER_BENCH" pairs --url "ws://127.0.0.1:$PORT/ws" --url "wss://127.0.0.1:$TPORT/ws" \
+    >/dev/null 2>"$WORK/mixed.err"
+  [ $? -eq 2 ] || fail "ws:// and wss:// mixed did not exit 2"
+  grep -q "every --url" "$WORK/mixed.err" || fail "mixed URLs: $(cat "$WORK/mixed.err")"
+}
+
 case_compare() {
   # compare.py: wsbroker (A) against a second broker given as a command
   # (here wsbroker again, one worker, behind a shell that stays its parent:
