@@ -12,7 +12,10 @@ else on the machine used meanwhile.
 
 A broker command is split like a shell would (no shell runs it) and gets
 {port} replaced by the run's port (each run has its own, so no run meets
-the TIME_WAIT sockets of the one before). The broker's pid for
+the TIME_WAIT sockets of the one before), {port2} and {port3} by the two
+ports after it (a cluster's second node and its Redis: see cluster.sh).
+A URL may be several, separated by spaces: each becomes a --url of the
+bench, which spreads its connections over them. The broker's pid for
 --broker-pid is the process that listens on that port, so a wrapper
 command still measures the server itself. Every wait is bounded: a broker
 gets 10 s to listen and 10 s to exit after SIGTERM (then SIGKILL), the
@@ -94,6 +97,9 @@ def bench_timeout(a, name):
     return 60 + a.warmup + a.duration + 5 + 10 + 30
 
 
+PORTS_PER_RUN = 3  # {port}, {port2}, {port3}
+
+
 def port_free(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -159,13 +165,20 @@ def listener_pid(root, port):
     return None
 
 
+def subst(w, port):
+    """{port}, {port2}, {port3}: the run's port and the two after it."""
+    return w.replace("{port2}", str(port + 1)).replace("{port3}", str(port + 2)).replace(
+        "{port}", str(port)
+    )
+
+
 class Broker:
     def __init__(self, label, cmd, url, extra=""):
         self.label, self.cmd, self.url = label, cmd, url
         self.extra = shlex.split(extra)  # bench arguments for this broker only
 
     def start(self, port, logpath):
-        argv = [w.replace("{port}", str(port)) for w in shlex.split(self.cmd)]
+        argv = [subst(w, port) for w in shlex.split(self.cmd)]
         self.argv = argv
         self.logf = open(logpath, "w")
         self.proc = subprocess.Popen(
@@ -177,10 +190,16 @@ class Broker:
             if self.proc.poll() is not None:
                 return None
             pid = listener_pid(self.proc.pid, port)
-            if pid is not None:
+            if pid is not None and all(
+                listener_pid(self.proc.pid, p) is not None for p in self.also_listen(port)
+            ):
                 return pid
             time.sleep(0.05)
         return None
+
+    def also_listen(self, port):
+        """The other ports the URL names, to wait for as well."""
+        return [port + 1] if "{port2}" in self.url else []
 
     def stop(self):
         """SIGTERM, 10 s, then SIGKILL. Returns the exit status (or -signal)."""
@@ -202,8 +221,8 @@ def run_one(a, broker, name, port, tag):
     """One fresh broker, one bench run. Returns a result dict."""
     blog = os.path.join(a.out, f"{tag}.broker.log")
     res = {"broker": broker.label, "scenario": name, "tag": tag, "port": port}
-    if not port_free(port):
-        res["failure"] = f"port {port} is in use"
+    if not all(port_free(port + i) for i in range(PORTS_PER_RUN)):
+        res["failure"] = f"port {port} or one of the {PORTS_PER_RUN - 1} after it is in use"
         return res
     pid = broker.start(port, blog)
     bcmd = " ".join(shlex.quote(w) for w in broker.argv)
@@ -211,8 +230,11 @@ def run_one(a, broker, name, port, tag):
         res["failure"] = f"broker did not listen on {port} within 10 s (see {blog})"
         broker.stop()
         return res
-    url = broker.url.replace("{port}", str(port))
-    argv = [a.bench] + bench_args(a, name) + broker.extra + ["--url", url, "--broker-pid", str(pid)]
+    urls = [subst(u, port) for u in broker.url.split()]
+    argv = [a.bench] + bench_args(a, name) + broker.extra
+    for u in urls:
+        argv += ["--url", u]
+    argv += ["--broker-pid", str(pid)]
     res["broker_cmd"] = bcmd
     res["broker_pid"] = pid
     res["launcher_pid"] = broker.proc.pid
@@ -491,10 +513,10 @@ def main():
             for b in order:
                 k += 1
                 tag = f"{k:02d}-{n}-{'A' if b is brokers[0] else 'B'}{rnd + 1}"
-                while not port_free(port):
+                while not all(port_free(port + i) for i in range(PORTS_PER_RUN)):
                     port += 1
                 results.append(run_one(a, b, n, port, tag))
-                port += 1
+                port += PORTS_PER_RUN
                 time.sleep(a.pause)
     elapsed = time.monotonic() - t_start
 

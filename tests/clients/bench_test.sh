@@ -165,6 +165,29 @@ case_nodes() {
     >/dev/null 2>"$WORK/mixed.err"
   [ $? -eq 2 ] || fail "ws:// and wss:// mixed did not exit 2"
   grep -q "every --url" "$WORK/mixed.err" || fail "mixed URLs: $(cat "$WORK/mixed.err")"
+  # compare.py with cluster.sh: one node against two joined through a
+  # private Redis ({port2}, {port3}, two URLs), tiny pairs runs, both clean.
+  command -v redis-server >/dev/null || fail "redis-server is needed (apt-get install redis-server)"
+  local cl="$here/../../clients/bench/cluster.sh"
+  timeout 120 python3 "$here/../../clients/bench/compare.py" --bench "$WSBROKER_BENCH" \
+    --a-name 1-node --a-cmd "$cl {port3} {port} -- $WSBROKER_BIN --bind 127.0.0.1 --workers 1 --log-level warn" \
+    --b-name 2-nodes --b-cmd "$cl {port3} {port} {port2} -- $WSBROKER_BIN --bind 127.0.0.1 --workers 1 --log-level warn" \
+    --b-url "ws://127.0.0.1:{port}/ws ws://127.0.0.1:{port2}/ws" --scenarios pairs --runs 1 \
+    --duration 0.5 --warmup 0.2 --pairs 20 --pause 0 --port "$("$WSC_TBTOOL" port)" \
+    --out "$WORK/cl" >"$WORK/cl.md" 2>"$WORK/cl.err" || fail "compare.py with cluster.sh: $(tail -20 "$WORK/cl.err")"
+  python3 - "$WORK/cl/runs.json" <<'PY' || fail "cluster runs: $(cat "$WORK/cl/runs.json")"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+assert [r["broker"] for r in runs] == ["1-node", "2-nodes"], runs
+for r in runs:
+    d = r["json"]
+    assert "failure" not in r and d["ok"] and d["lost"] == 0 and d["delivered"] == d["expected"] > 0, r
+    assert r["broker_exit"] == 0, r
+p = r["port"]
+assert d["params"]["urls"] == ["ws://127.0.0.1:%d/ws" % p, "ws://127.0.0.1:%d/ws" % (p + 1)], d["params"]
+# 2 nodes: every pair's subscriber on the first, its publisher on the second.
+assert r["broker_cmd"].split()[1:4] == [str(p + 2), str(p), str(p + 1)], r["broker_cmd"]
+PY
 }
 
 case_compare() {
