@@ -203,14 +203,10 @@ void wrk_post(void *broker, int wid, frame_t *f)
     }
 }
 
-/* Deliver what the inbox holds now. One swap per call: a post that arrives
- * meanwhile finds the inbox empty and wakes the loop again, so a busy
- * publisher cannot starve this worker's reads. */
-static void drain_inbox(wrk_t *w)
+/* Take what the inbox holds as the batch to deliver (the batch before it
+ * is done). */
+static void take_inbox(wrk_t *w)
 {
-    if (w->draining)
-        return;
-    w->draining = true;
     pthread_mutex_lock(&w->inbox_mu);
     frame_t **batch = w->inbox;
     size_t n = w->inbox_len, cap = w->inbox_cap;
@@ -221,6 +217,9 @@ static void drain_inbox(wrk_t *w)
     pthread_mutex_unlock(&w->inbox_mu);
     w->batch = batch;
     w->batch_cap = cap;
+    w->batch_len = n;
+    w->batch_pos = 0;
+    w->batch_gen = w->drains++;
     broker_t *b = w->b;
     uint64_t bit = 1ull << w->id;
     if (atomic_load(&b->congested) & bit) {
@@ -231,21 +230,66 @@ static void drain_inbox(wrk_t *w)
             if (atomic_load(&b->workers[i]->has_throttled))
                 uv_async_send(&b->workers[i]->wake);
     }
-    uint64_t gen = w->drains++;
-    for (size_t i = 0; i < n; i++) {
-        if (batch[i]->kind == FK_FANOUT)
-            pubsub_deliver(w, batch[i]);
-        else
-            pubsub_control(w, batch[i]);
+}
+
+/* Deliver what the inbox holds now: one swap per call, so a post that
+ * arrives meanwhile finds the inbox empty and wakes the loop again, and a
+ * busy publisher cannot starve this worker's reads. A batch is delivered
+ * in slices of about DRAIN_SLICE_NS: past that the rest waits for the
+ * next loop turn (a wake-up is sent), so a batch of many messages to many
+ * subscribers does not keep the worker from its sockets, HTTP requests
+ * and timers for seconds. whole: deliver the unfinished batch and one
+ * fresh swap completely (shutdown, and the drain before an unsubscribe or
+ * Close reply, which must see every message posted before it). */
+#define DRAIN_SLICE_NS    (5 * 1000000ull)
+#define DRAIN_CHECK_EVERY 32
+
+static void drain_inbox_as(wrk_t *w, bool whole)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    bool swapped = false;
+    uint64_t t0 = whole ? 0 : uv_hrtime();
+    for (;;) {
+        if (w->batch_pos == w->batch_len) {
+            if (swapped)
+                break;
+            take_inbox(w);
+            swapped = true;
+        }
+        frame_t **batch = w->batch;
+        size_t i = w->batch_pos, n = w->batch_len;
+        while (i < n) {
+            frame_t *f = batch[i++];
+            w->batch_pos = i;
+            if (f->kind == FK_FANOUT)
+                pubsub_deliver(w, f);
+            else
+                pubsub_control(w, f);
+            if (!whole && i % DRAIN_CHECK_EVERY == 0 && i < n && uv_hrtime() - t0 > DRAIN_SLICE_NS)
+                break;
+        }
+        if (i == n) {
+            pubsub_drained(w, w->batch_gen);
+        } else {
+            /* The rest on the next loop turn, before anything posted since. */
+            uv_async_send(&w->wake);
+            break;
+        }
     }
     conn_settle(w);
-    pubsub_drained(w, gen);
     w->draining = false;
+}
+
+static void drain_inbox(wrk_t *w)
+{
+    drain_inbox_as(w, false);
 }
 
 void wrk_drain_inbox(wrk_t *w)
 {
-    drain_inbox(w);
+    drain_inbox_as(w, true);
 }
 
 /* Let throttled connections go on once none of the workers they posted to
@@ -548,7 +592,7 @@ static void quiesce(wrk_t *w)
 static void close_all(wrk_t *w)
 {
     w->phase = 2;
-    drain_inbox(w);
+    drain_inbox_as(w, true);
     /* The closing ones read on (for the peer's Close), then the open ones
      * are closed (which moves them to the closing list, already walked). */
     EACH_LIST(w, lists);
@@ -595,7 +639,7 @@ static void run(void *arg)
     listen_close(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     conn_free_closed(w);
-    drain_inbox(w); /* frames posted after the drain: release them */
+    drain_inbox_as(w, true); /* frames posted after the drain: release them */
     LOG(LOG_DEBUG, w->id, 0, "worker_stopped", NULL);
     atomic_fetch_sub(&w->b->workers_running, 1);
 }
@@ -668,6 +712,8 @@ void wrk_free(wrk_t *w)
     pthread_mutex_destroy(&w->inbox_mu);
     for (size_t i = 0; i < w->inbox_len; i++)
         frame_unref(w->inbox[i]);
+    for (size_t i = w->batch_pos; i < w->batch_len; i++)
+        frame_unref(w->batch[i]);
     free(w->inbox);
     free(w->batch);
     free(w->slow);

@@ -62,7 +62,9 @@ struct wrk {
     bool self_posted;   /* this worker posted to its own inbox: drain in check */
     frame_t **batch;    /* the inbox array being drained */
     size_t batch_cap;
-    bool draining; /* inside drain_inbox (it must not nest) */
+    size_t batch_len, batch_pos; /* its frames; delivered up to pos */
+    uint64_t batch_gen;          /* its drain number (pubsub_drained) */
+    bool draining;               /* inside drain_inbox (it must not nest) */
 
     ptable_t subs;              /* pattern -> lpat_t */
     link_t filters;             /* replay filters (pubsub.c), oldest first */

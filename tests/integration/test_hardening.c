@@ -289,8 +289,15 @@ START_TEST(descriptor_limit_at_start_sets_the_connection_limit)
     it_broker_t b;
     it_broker_start(&b, "--workers", "2");
     static char log[1 << 16];
-    it_broker_log(&b, log, sizeof(log));
-    const char *p = strstr(log, "max_connections=");
+    /* The port answers as soon as a worker listens; the start line comes
+     * once all of them do (later still under a sanitizer). */
+    const char *p = NULL;
+    for (int64_t end = it_now_ms() + IT_TIMEOUT; p == NULL && it_now_ms() < end;) {
+        it_broker_log(&b, log, sizeof(log));
+        p = strstr(log, "max_connections=");
+        if (p == NULL)
+            it_sleep_ms(20);
+    }
     IT_ASSERT(p != NULL, "the start line does not say max_connections");
     int limit = atoi(p + strlen("max_connections="));
     IT_ASSERT(limit > 5 && limit < 80, "max_connections=%d with 80 descriptors", limit);
