@@ -304,10 +304,13 @@ START_TEST(publish_rate_limit)
      * the spell. */
     it_sleep_ms(1200);
     it_publish(c, "r", "0");
-    /* Keep exceeding: closed after 5 s of refusals. */
+    /* Keep exceeding: closed after 5 s of refusals. A pause of over a
+     * second between two refusals (this process or the broker not
+     * scheduled on a loaded machine) starts the count again, so the bound
+     * leaves room for a few. */
     int64_t t0 = it_now_ms();
     int code = 0;
-    while (it_now_ms() - t0 < 9000 && code == 0) {
+    while (it_now_ms() - t0 < 30000 && code == 0) {
         it_send_json(c, "{\"op\":\"publish\",\"topic\":\"r\",\"data\":0}");
         for (;;) {
             it_ev_t ev = it_recv(c, 0);
@@ -320,7 +323,7 @@ START_TEST(publish_rate_limit)
         }
         it_sleep_ms(20);
     }
-    IT_ASSERT(code == 1008, "no close 1008 for a client over the limit for 5 s (%d)", code);
+    IT_ASSERT(code == 1008, "no close 1008 for a client over the limit for 30 s (%d)", code);
     int64_t took = it_now_ms() - t0;
     IT_ASSERT(took >= 4500, "closed after only %lld ms", (long long)took);
     it_conn_free(c);
