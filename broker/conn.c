@@ -137,6 +137,7 @@ void conn_accept(wrk_t *w, int fd, bool tls)
     if (b->cluster != NULL)
         wrk_conn_index(w, c, true);
     w->nconns++;
+    wrk_conn_added(w);
     STAT_ADD(&w->stats, tcp_open, 1);
     sup_move(c, &w->hs_list);
     if (log_min_level <= LOG_DEBUG) {

@@ -119,13 +119,11 @@ wrk_t *wrk_new(broker_t *b, int id)
 
 #define IO_BATCH 256
 
-static void on_io(uv_poll_t *p, int status, int events)
+/* Everything ready in the worker's epoll set, a few batches at most, then
+ * the loop's other work gets its turn. */
+static void io_poll(wrk_t *w)
 {
-    wrk_t *w = p->data;
-    (void)status;
-    (void)events;
     struct epoll_event ev[IO_BATCH];
-    /* A few batches at most, then the loop's other work gets its turn. */
     for (int round = 0; round < 4; round++) {
         int n = epoll_wait(w->epfd, ev, IO_BATCH, 0);
         for (int i = 0; i < n; i++) {
@@ -145,6 +143,41 @@ static void on_io(uv_poll_t *p, int status, int events)
         if (n < IO_BATCH)
             break;
     }
+}
+
+static void on_io(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    io_poll(p->data);
+}
+
+/* The worker's epoll set is itself watched by the loop's epoll, and the
+ * wake-up does not always come through that nesting: caught here (Linux
+ * 6.18, 2 vCPUs under load), a publisher's connection had 50 KB of
+ * requests unread for seconds while a poll() of the worker's set from
+ * outside said it was ready and the worker slept in the loop's epoll_wait
+ * until its next timer; a publisher whose window was full then waited for
+ * ever. A minimal program nesting two epoll sets the same way did not
+ * reproduce it, so the cause is not known. Until it is, while the worker
+ * has connections the set is also polled every RESCUE_MS, which bounds
+ * such a stall to that; a worker without connections is not woken. */
+#define RESCUE_MS 5
+
+static void on_rescue(uv_timer_t *t)
+{
+    wrk_t *w = t->data;
+    if (w->nconns == 0) {
+        uv_timer_stop(t);
+        return;
+    }
+    io_poll(w);
+}
+
+void wrk_conn_added(wrk_t *w)
+{
+    if (!uv_is_active((uv_handle_t *)&w->rescue))
+        uv_timer_start(&w->rescue, on_rescue, RESCUE_MS, RESCUE_MS);
 }
 
 /* ---- Connections by id (cluster mode: the link's answers name them). ---- */
@@ -632,6 +665,7 @@ static void run(void *arg)
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->ctl, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
+    uv_close((uv_handle_t *)&w->rescue, NULL);
     uv_close((uv_handle_t *)&w->drain, NULL);
     uv_close((uv_handle_t *)&w->flush, NULL);
     uv_close((uv_handle_t *)&w->accept_retry, NULL);
@@ -658,6 +692,8 @@ int wrk_start(wrk_t *w)
     w->ctl.data = w;
     uv_timer_init(loop, &w->tick);
     w->tick.data = w;
+    uv_timer_init(loop, &w->rescue);
+    w->rescue.data = w;
     uv_timer_init(loop, &w->drain);
     w->drain.data = w;
     uv_check_init(loop, &w->flush);

@@ -52,6 +52,7 @@ struct wrk {
     _Atomic int cmd;         /* requested phase: 1 quiesce, 2 close all */
     int phase;               /* phase reached */
     uv_timer_t tick;         /* supervisor */
+    uv_timer_t rescue;       /* re-polls the epoll set while there are connections */
     uv_timer_t drain;        /* shutdown deadline */
     uv_check_t flush;        /* writes queued output once per loop iteration */
 
@@ -117,6 +118,9 @@ void wrk_free(wrk_t *w);
  * it before the unsubscribe's ack or the Close reply. Does nothing when
  * called from within a drain. */
 void wrk_drain_inbox(wrk_t *w);
+
+/* A connection joined w's epoll set (starts the re-poll, see worker.c). */
+void wrk_conn_added(wrk_t *w);
 
 /* reg_post_fn: queue f (one reference, taken over) on worker w's inbox. */
 void wrk_post(void *broker, int w, frame_t *f);
