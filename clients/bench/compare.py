@@ -14,6 +14,8 @@ A broker command is split like a shell would (no shell runs it) and gets
 {port} replaced by the run's port (each run has its own, so no run meets
 the TIME_WAIT sockets of the one before), {port2} and {port3} by the two
 ports after it (a cluster's second node and its Redis: see cluster.sh).
+A broker is ready when it listens on the port(s) its URL names and their
+GET /healthz does not answer 503 (a cluster node waiting for Redis).
 A URL may be several, separated by spaces: each becomes a --url of the
 bench, which spreads its connections over them. The broker's pid for
 --broker-pid is the process that listens on that port, so a wrapper
@@ -165,6 +167,19 @@ def listener_pid(root, port):
     return None
 
 
+def unhealthy(port):
+    """GET /healthz answers 503 (a cluster node whose Redis link is not up
+    yet). Any other answer, or none, counts as ready: not every server has
+    the endpoint."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = s.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.1 503") or head.startswith(b"HTTP/1.0 503")
+
+
 def subst(w, port):
     """{port}, {port2}, {port3}: the run's port and the two after it."""
     return w.replace("{port2}", str(port + 1)).replace("{port3}", str(port + 2)).replace(
@@ -193,7 +208,8 @@ class Broker:
             if pid is not None and all(
                 listener_pid(self.proc.pid, p) is not None for p in self.also_listen(port)
             ):
-                return pid
+                if all(not unhealthy(p) for p in [port] + self.also_listen(port)):
+                    return pid
             time.sleep(0.05)
         return None
 
