@@ -395,7 +395,8 @@ START_TEST(max_topics_evicts_unused_topics)
     int64_t until = it_now_ms() + IT_TIMEOUT;
     while (it_metric(b.port, "wsbroker_subscriptions") > 1 && it_now_ms() < until)
         it_sleep_ms(10);
-    IT_ASSERT(it_metric(b.port, "wsbroker_subscriptions") == 1, "the old client's subscription stays");
+    IT_ASSERT(it_metric(b.port, "wsbroker_subscriptions") == 1,
+              "the old client's subscription stays");
     /* Flood with 2,000 other topics. */
     for (int i = 0; i < 2000; i++) {
         char topic[32];
