@@ -152,16 +152,15 @@ static void on_io(uv_poll_t *p, int status, int events)
     io_poll(p->data);
 }
 
-/* The worker's epoll set is itself watched by the loop's epoll, and the
- * wake-up does not always come through that nesting: caught here (Linux
- * 6.18, 2 vCPUs under load), a publisher's connection had 50 KB of
- * requests unread for seconds while a poll() of the worker's set from
- * outside said it was ready and the worker slept in the loop's epoll_wait
- * until its next timer; a publisher whose window was full then waited for
- * ever. A minimal program nesting two epoll sets the same way did not
- * reproduce it, so the cause is not known. Until it is, while the worker
- * has connections the set is also polled every RESCUE_MS, which bounds
- * such a stall to that; a worker without connections is not woken. */
+/* The worker's epoll set is itself watched by the loop's epoll, so a
+ * connection is read only when that nested set wakes the loop. Stalls of
+ * seconds seen in benchmarks (requests unread while the set was ready)
+ * turned out to be CPU starvation by other sessions' processes, not a
+ * lost wake-up: the worker was runnable, and neither this nor the
+ * previous build stalled once those were gone; a minimal program nesting
+ * two sets the same way never lost a wake-up either. As a bound on the
+ * one thing not ruled out, a worker with connections also polls its set
+ * every RESCUE_MS (a worker without connections is not woken). */
 #define RESCUE_MS 5
 
 static void on_rescue(uv_timer_t *t)
