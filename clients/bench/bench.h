@@ -59,7 +59,6 @@ typedef struct bendpoint {
 typedef struct opts {
     scen_kind_t scenario;
     const char *name;               /* scenario name as typed */
-    const char *url;                /* the first --url */
     bendpoint_t ep[BENCH_MAX_URLS]; /* one per --url; connection k goes to ep[k % nep] */
     unsigned nep;
     bool tls;           /* wss:// (every --url alike) */

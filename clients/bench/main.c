@@ -285,7 +285,6 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
     int r = 0, ch;
 
     memset(o, 0, sizeof *o);
-    o->url = NULL;
     o->duration = 10;
     o->warmup = 2;
     o->drain = 5;
@@ -306,8 +305,6 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
                 fprintf(stderr, "wsbroker-bench: at most %d --url\n", BENCH_MAX_URLS);
                 return -1;
             }
-            if (o->url == NULL)
-                o->url = optarg;
             o->ep[o->nep++].url = optarg;
             break;
         case O_DURATION:
@@ -432,10 +429,8 @@ static int opt_parse(opts_t *o, int argc, char **argv, int *status)
             w = o->max_lag;
         o->window = w < 1 ? 1 : (unsigned)w;
     }
-    if (o->nep == 0) {
-        o->url = "ws://127.0.0.1:8080/ws";
-        o->ep[o->nep++].url = o->url;
-    }
+    if (o->nep == 0)
+        o->ep[o->nep++].url = "ws://127.0.0.1:8080/ws";
     for (unsigned i = 0; i < o->nep; i++)
         if (parse_url(o, &o->ep[i]) < 0)
             return -1;
@@ -687,7 +682,7 @@ static int report(bench_t *b, const result_t *r)
         json_str(f, d);
     }
     fprintf(f, ",\"params\":{\"url\":");
-    json_str(f, o->url);
+    json_str(f, o->ep[0].url);
     if (o->nep > 1) {
         fprintf(f, ",\"urls\":[");
         for (unsigned i = 0; i < o->nep; i++) {
@@ -1040,7 +1035,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     fprintf(stderr, "[%s] %zu connections (%zu subscribers, %zu publishers) to %s, %u threads\n",
-            b->o.name, b->total_conns, b->total_subs, b->total_pubs, b->o.url, b->o.threads);
+            b->o.name, b->total_conns, b->total_subs, b->total_pubs, b->o.ep[0].url, b->o.threads);
     for (unsigned i = 0; i < b->o.threads; i++) {
         if (thr_init(&b->th[i]) < 0) {
             fprintf(stderr, "wsbroker-bench: cannot set up thread %u\n", i);
