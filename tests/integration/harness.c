@@ -1553,3 +1553,14 @@ void it_check_alive_at(const char *file, int line, int port)
     it_conn_free(sub);
     it_conn_free(pub);
 }
+
+void it_send_nonblocking(it_conn_t *c, const uint8_t *buf, size_t len, size_t *off)
+{
+    while (*off < len) {
+        ssize_t n = send(c->fd, buf + *off, len - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        IT_ASSERT(n > 0, "send failed: %s", n < 0 ? strerror(errno) : "connection closed");
+        *off += (size_t)n;
+    }
+}

@@ -182,17 +182,6 @@ START_TEST(messages_cross_nodes)
 }
 END_TEST
 
-static void send_nb(it_conn_t *c, const uint8_t *buf, size_t len, size_t *off)
-{
-    while (*off < len) {
-        ssize_t n = send(c->fd, buf + *off, len - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        IT_ASSERT(n > 0, "send failed");
-        *off += (size_t)n;
-    }
-}
-
 START_TEST(same_order_on_every_node)
 {
     /* Publishers on both nodes race on one topic; subscribers on both see
@@ -227,7 +216,7 @@ START_TEST(same_order_on_every_node)
         IT_ASSERT(it_now_ms() < end, "stuck at seqs %llu / %llu", (unsigned long long)next[0],
                   (unsigned long long)next[1]);
         for (int i = 0; i < 2; i++)
-            send_nb(pubs[i], frames[i], len[i], &off[i]);
+            it_send_nonblocking(pubs[i], frames[i], len[i], &off[i]);
         for (int i = 0; i < 2; i++) {
             it_ev_t ev = it_recv(subs[i], 5);
             while (ev.type == IT_EV_TEXT) {

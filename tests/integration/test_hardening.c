@@ -508,18 +508,6 @@ END_TEST
 
 /* ---- cross-worker backpressure ---- */
 
-/* Send as much of buf[*off..len) as the socket takes now. */
-static void send_nonblocking(it_conn_t *c, const uint8_t *buf, size_t len, size_t *off)
-{
-    while (*off < len) {
-        ssize_t n = send(c->fd, buf + *off, len - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        IT_ASSERT(n > 0, "publisher: send failed: %s", strerror(errno));
-        *off += (size_t)n;
-    }
-}
-
 START_TEST(full_inbox_holds_publishers_back)
 {
     /* Worker 1 fans every message out to many subscribers and cannot keep
@@ -581,7 +569,7 @@ START_TEST(full_inbox_holds_publishers_back)
         IT_ASSERT(it_now_ms() < deadline, "stuck after %d batches", batches);
         bool sending = batches < MSGS / BATCH;
         if (sending) {
-            send_nonblocking(pub, batch, blen, &off);
+            it_send_nonblocking(pub, batch, blen, &off);
             if (off == blen) {
                 batches++;
                 off = 0;

@@ -261,17 +261,6 @@ END_TEST
 
 /* ---- replay racing live publishers ---- */
 
-static void send_nb(it_conn_t *c, const uint8_t *buf, size_t len, size_t *off)
-{
-    while (*off < len) {
-        ssize_t n = send(c->fd, buf + *off, len - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        IT_ASSERT(n > 0, "send failed");
-        *off += (size_t)n;
-    }
-}
-
 /* Read the subscriber until its ack with id, checking the messages of topic
  * before it; returns the ack. */
 static void race_round(it_conn_t *s, const char *pattern, int round, it_conn_t **pubs, int npubs,
@@ -288,7 +277,7 @@ static void race_round(it_conn_t *s, const char *pattern, int round, it_conn_t *
     while (after_ack < 40) {
         IT_ASSERT(it_now_ms() < end, "round %d: stuck", round);
         for (int i = 0; i < npubs; i++) {
-            send_nb(pubs[i], frames, flen, &offs[i]);
+            it_send_nonblocking(pubs[i], frames, flen, &offs[i]);
             if (offs[i] == flen)
                 offs[i] = 0;
         }
