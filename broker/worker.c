@@ -115,7 +115,7 @@ wrk_t *wrk_new(broker_t *b, int id)
 /* ---- Connections' sockets: one epoll set per worker, itself polled by
  * the loop. A connection then costs a descriptor and a few bytes of
  * bookkeeping instead of a libuv stream handle, and its reads and writes
- * are plain read/writev calls. ---- */
+ * are plain recv/sendmsg calls. ---- */
 
 #define IO_BATCH 256
 
