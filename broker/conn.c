@@ -570,8 +570,8 @@ static int write_now(conn_t *c)
         if (n == 0)
             return 0;
         /* sendmsg, not writev: the socket call skips the VFS write path
-         * (file position lock, write hooks), measurable at one call per
-         * subscriber per loop turn. */
+         * (file position, write hooks) of a call made per subscriber per
+         * loop turn. */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
         ssize_t rc = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

@@ -292,12 +292,12 @@ const char *it_ev_describe(const it_ev_t *ev, char *buf, size_t cap);
 
 /* ---- sending ---- */
 
-/* Build a frame into out (room for len + WS_MAX_HEADER). rsv is the bits
- * 0x40/0x20/0x10 of the first byte. Masked frames get a random key. */
 /* Send as much of buf[*off..len) as c's socket takes now, advancing *off
  * (fails the test if the socket fails). */
 void it_send_nonblocking(it_conn_t *c, const uint8_t *buf, size_t len, size_t *off);
 
+/* Build a frame into out (room for len + WS_MAX_HEADER). rsv is the bits
+ * 0x40/0x20/0x10 of the first byte. Masked frames get a random key. */
 size_t it_frame(it_conn_t *c, uint8_t *out, int opcode, bool fin, int rsv, bool masked,
                 const void *payload, size_t len);
 
