@@ -393,7 +393,7 @@ static bool parse_entry(const char *m, size_t len, entry_t *e)
 
 static frame_t *message_frame(const char *topic, size_t tlen, const entry_t *e)
 {
-    size_t cap = msg_message_bound(tlen, e->dlen);
+    size_t cap = msg_message_size(topic, tlen, e->seq, e->dlen);
     frame_t *f = frame_new(cap, tlen);
     if (f == NULL)
         return NULL;

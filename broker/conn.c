@@ -154,59 +154,17 @@ static inline frame_t *q_at(const conn_t *c, uint32_t i)
     return c->q[(c->q_head + i) & (c->q_cap - 1)];
 }
 
-/* Rings of Q_SMALL slots are kept by the worker while unused (a stack
- * threaded through their first slot) instead of by the connections: an idle
- * connection holds none, and one that gets a message now and then takes a
- * ring from the stack instead of from malloc. */
-#define Q_SMALL    8
-#define RINGS_KEPT 4096 /* per worker; beyond that they go back to malloc */
-
-static frame_t **ring_take(wrk_t *w)
-{
-    void **r = w->rings;
-    if (r == NULL)
-        return malloc(Q_SMALL * sizeof(frame_t *));
-    w->rings = r[0];
-    if (--w->nrings < w->rings_low)
-        w->rings_low = w->nrings;
-    return (frame_t **)r;
-}
-
-static void ring_give(wrk_t *w, frame_t **q)
-{
-    if (w->nrings >= RINGS_KEPT) {
-        free(q);
-        return;
-    }
-    void **r = (void **)q;
-    r[0] = w->rings;
-    w->rings = r;
-    w->nrings++;
-}
-
-void conn_rings_trim(wrk_t *w, bool all)
-{
-    /* Those not taken since the last trim are not needed. */
-    uint32_t n = all ? w->nrings : w->rings_low;
-    for (uint32_t i = 0; i < n; i++) {
-        void **r = w->rings;
-        w->rings = r[0];
-        w->nrings--;
-        free(r);
-    }
-    w->rings_low = w->nrings;
-}
-
 static int q_push(conn_t *c, frame_t *f)
 {
     if (c->q_len == c->q_cap) {
-        uint32_t ncap = c->q_cap ? c->q_cap * 2 : Q_SMALL;
-        frame_t **nq = ncap == Q_SMALL ? ring_take(c->w) : malloc(ncap * sizeof(*nq));
+        uint32_t ncap = ring_next_cap(c->q_cap);
+        frame_t **nq = ring_take(&c->w->rings, ncap);
         if (nq == NULL)
             return -1;
         for (uint32_t i = 0; i < c->q_len; i++)
             nq[i] = q_at(c, i);
-        free(c->q);
+        if (c->q != NULL)
+            ring_give(&c->w->rings, c->q, c->q_cap);
         c->q = nq;
         c->q_cap = ncap;
         c->q_head = 0;
@@ -226,10 +184,7 @@ static void q_pop(conn_t *c, uint32_t n)
     c->q_len -= n;
     if (c->q_len == 0) {
         /* Written: idle connections hold no ring. */
-        if (c->q_cap == Q_SMALL)
-            ring_give(c->w, c->q);
-        else
-            free(c->q);
+        ring_give(&c->w->rings, c->q, c->q_cap);
         c->q = NULL;
         c->q_cap = 0;
         c->q_head = 0;

@@ -199,10 +199,6 @@ void conn_flush(conn_t *c);
 void conn_readable(conn_t *c);
 void conn_writable(conn_t *c);
 
-/* Free the output rings the worker kept that were not used since the last
- * call (supervisor tick), or all of them. */
-void conn_rings_trim(wrk_t *w, bool all);
-
 /* Free the connections closed since the last call (after the worker's
  * epoll batch, which may still name them). */
 void conn_free_closed(wrk_t *w);

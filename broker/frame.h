@@ -16,6 +16,7 @@
 #define WSBROKER_FRAME_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,7 @@ typedef struct frame {
     /* Inbox items other than fan-out (cluster mode's answers): a frame for
      * one connection, or a subscription's state change. */
     uint8_t kind;   /* FK_* */
+    uint32_t room;  /* bytes after the headroom: payload and topic */
     uint64_t to;    /* FK_DIRECT, FK_SUB_*: the connection's id */
     uint64_t token; /* the subscription it concerns, 0 if none */
     /* The same message compressed (permessage-deflate, no context
@@ -57,6 +59,27 @@ frame_t *frame_new(size_t payload_cap, size_t topic_len);
 static inline uint8_t *frame_payload(frame_t *f)
 {
     return f->buf + WS_MAX_SERVER_HEADER;
+}
+
+/* f made anew for payload_cap and topic_len bytes, as frame_new would
+ * return it, when the caller holds its only reference and it has room
+ * (but not more than twice what is asked); NULL otherwise, f untouched.
+ * A retained message that leaves a topic's history makes room for the
+ * next one without a trip through the allocator. */
+frame_t *frame_reuse(frame_t *f, size_t payload_cap, size_t topic_len);
+
+/* Ask for the first `bytes` bytes of f's memory in the cache, for writing,
+ * without waiting (f need not be live). */
+static inline void frame_prefetch(const frame_t *f, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch((const char *)f + o, 1, 3);
+}
+
+/* The bytes a frame made by frame_new(payload_cap, topic_len) occupies. */
+static inline size_t frame_size(size_t payload_cap, size_t topic_len)
+{
+    return sizeof(frame_t) + WS_MAX_SERVER_HEADER + payload_cap + topic_len + 1;
 }
 
 /* Write the header for a payload_len-byte FIN frame in front of the payload. */
@@ -85,6 +108,11 @@ static inline void frame_ref_n(frame_t *f, unsigned n)
 }
 
 void frame_unref(frame_t *f);
+
+/* Free the calling thread's cached small frames that were not taken since
+ * its last trim (all of them with all). Call it now and then, e.g. from a
+ * periodic timer. */
+void frame_cache_trim(bool all);
 
 /* The payload of a FIN frame made here (after its header). */
 const uint8_t *frame_payload_span(const frame_t *f, size_t *len);

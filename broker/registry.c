@@ -247,6 +247,22 @@ static int hist_push(reg_t *r, topic_t *t, frame_t *f, uint64_t now)
     return 0;
 }
 
+/* When the ring is full and nothing but the ring holds its oldest frame,
+ * that frame made ready for the next message (cap payload bytes) and
+ * taken out of the ring; NULL otherwise. Stripe lock held. */
+static frame_t *hist_recycle(reg_t *r, topic_t *t, size_t cap, size_t tlen)
+{
+    if (t->hlen == 0 || t->hlen < r->cfg.history)
+        return NULL;
+    frame_t *f = frame_reuse(t->hist[t->hhead].f, cap, tlen);
+    if (f != NULL) {
+        t->hhead = (t->hhead + 1) % t->hcap;
+        t->hlen--;
+        atomic_fetch_sub_explicit(&r->retained, 1, memory_order_relaxed);
+    }
+    return f;
+}
+
 static void or_mask(void *value, void *arg)
 {
     *(uint64_t *)arg |= ((interest_t *)value)->workers;
@@ -324,8 +340,15 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
     uint64_t seq = t->seq + 1;
     frame_t *f = NULL;
     if (mask != 0 || r->cfg.history > 0) {
-        size_t cap = msg_message_bound(tlen, dlen);
-        f = frame_new(cap, tlen);
+        size_t cap = msg_message_size(topic, tlen, seq, dlen);
+        uint64_t now = 0;
+        if (r->cfg.history > 0) {
+            now = now_ms();
+            hist_expire(r, t, now);
+            f = hist_recycle(r, t, cap, tlen);
+        }
+        if (f == NULL)
+            f = frame_new(cap, tlen);
         if (f == NULL) {
             pthread_mutex_unlock(&s->mu);
             return 0;
@@ -334,13 +357,15 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
         frame_seal(f, WS_OP_TEXT, n);
         frame_set_topic(f, topic, tlen, seq);
         if (r->cfg.history > 0) {
-            uint64_t now = now_ms();
-            hist_expire(r, t, now);
             if (hist_push(r, t, f, now) != 0) {
                 pthread_mutex_unlock(&s->mu);
                 frame_unref(f);
                 return 0;
             }
+            /* The oldest frame is the next one recycled: its lines, cold
+             * since it was sent, are fetched while other topics publish. */
+            if (t->hlen == r->cfg.history)
+                frame_prefetch(t->hist[t->hhead].f, frame_size(cap, tlen));
         }
         *targets = mask;
         for (int w = 0; mask != 0; w++, mask >>= 1)

@@ -387,7 +387,8 @@ static void on_tick(uv_timer_t *t)
     link_t *l;
 
     release_throttled(w);
-    conn_rings_trim(w, false);
+    ring_trim(&w->rings, false);
+    frame_cache_trim(false);
     /* Expired history of idle topics: a sweep per TTL, at most one a second. */
     uint64_t period = ms(cfg->history_ttl) > 1000 ? ms(cfg->history_ttl) : 1000;
     if (cfg->history_ttl > 0 && now - w->swept >= period) {
@@ -752,7 +753,7 @@ void wrk_free(wrk_t *w)
     free(w->inbox);
     free(w->batch);
     free(w->slow);
-    conn_rings_trim(w, true);
+    ring_trim(&w->rings, true);
     pmd_deflater_end(&w->deflater);
     pmd_inflater_end(&w->inflater);
     free(w->inflated.buf);

@@ -20,6 +20,7 @@
 #include "frame.h"
 #include "link.h"
 #include "ptable.h"
+#include "rings.h"
 #include "stats.h"
 
 #define WRK_READ_BUF (64 * 1024)
@@ -82,8 +83,7 @@ struct wrk {
     link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
-    void *rings;                /* unused output rings (conn.c) */
-    uint32_t nrings, rings_low; /* their number; its low mark since the last trim */
+    ring_pool_t rings;          /* unused output rings (rings.h) */
     struct conn **slow;         /* marked slow during a delivery batch */
     size_t nslow, slow_cap;
     uint64_t nconns;

@@ -1068,6 +1068,34 @@ size_t msg_escape(char *out, size_t cap, const char *s, size_t len)
     return o;
 }
 
+size_t msg_escaped_len(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s, *end = u + len;
+    size_t n = 0;
+    while (u < end) {
+        const unsigned char *q = plain_run(u, end);
+        n += (size_t)(q - u);
+        if (q == end)
+            break;
+        /* what msg_escape writes for the byte at q */
+        switch (*q) {
+        case '"':
+        case '\\':
+        case '\b':
+        case '\f':
+        case '\n':
+        case '\r':
+        case '\t':
+            n += 2;
+            break;
+        default:
+            n += *q < 0x20 ? 6 : 1;
+        }
+        u = q + 1;
+    }
+    return n;
+}
+
 /* Bounded writer: once something does not fit, it stays full and the
  * encoder returns 0. */
 typedef struct wbuf {
@@ -1184,6 +1212,24 @@ size_t msg_message_bound(size_t topic_len, size_t data_len)
     return sat_add(sat_add(n, escaped_max(topic_len)), raw_max(data_len));
 }
 
+static size_t u64_digits(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+size_t msg_message_size(const char *topic, size_t topic_len, uint64_t seq, size_t data_len)
+{
+    size_t n = LIT_LEN("{\"op\":\"message\",\"topic\":\"\",\"seq\":,\"data\":}");
+    n = sat_add(n, u64_digits(seq));
+    n = sat_add(n, data_len == 0 ? LIT_LEN("null") : data_len);
+    return sat_add(n, msg_escaped_len(topic, topic_len));
+}
+
 size_t msg_encode_message(char *out, size_t cap, const char *topic, size_t topic_len, uint64_t seq,
                           const char *data, size_t data_len)
 {
@@ -1220,11 +1266,13 @@ size_t msg_ack_bound(const msg_ack_t *ack)
     if (ack->id.len > 0)
         n = sat_add(n + LIT_LEN(",\"id\":"), ack->id.len);
     if (ack->topic != NULL)
-        n = sat_add(sat_add(n, LIT_LEN(",\"topic\":\"\"")), escaped_max(ack->topic_len));
+        n = sat_add(sat_add(n, LIT_LEN(",\"topic\":\"\"")),
+                    msg_escaped_len(ack->topic, ack->topic_len));
     if (ack->has_seq)
-        n = sat_add(n, LIT_LEN(",\"seq\":") + U64_MAX_DIGITS);
+        n = sat_add(n, LIT_LEN(",\"seq\":") + u64_digits(ack->seq));
     if (ack->epoch != NULL)
-        n = sat_add(sat_add(n, LIT_LEN(",\"epoch\":\"\"")), escaped_max(strlen(ack->epoch)));
+        n = sat_add(sat_add(n, LIT_LEN(",\"epoch\":\"\"")),
+                    msg_escaped_len(ack->epoch, strlen(ack->epoch)));
     if (ack->recovered >= 0)
         n = sat_add(n, LIT_LEN(",\"recovered\":false"));
     return n;

@@ -619,6 +619,7 @@ static void check_request(const char *buf, size_t size)
     size_t n =
         msg_encode_message(out, cap, req.topic.p, req.topic.len, 7, req.data.p, req.data.len);
     REQUIRE(n > 0 && n <= cap);
+    REQUIRE(n == msg_message_size(req.topic.p, req.topic.len, 7, req.data.len));
     msg_server_t srv;
     REQUIRE(msg_parse_server(out, n, &srv) == MSG_OK);
     REQUIRE(srv.op == MSG_S_MESSAGE && srv.has_seq && srv.seq == 7);

@@ -1298,6 +1298,10 @@ START_TEST(bounds_hold_for_random_inputs)
         ck_assert(n > 0 && n <= msg_message_bound(tl, dl));
         ck_assert_uint_eq(
             msg_encode_message(out, msg_message_bound(tl, dl), topic, tl, seq, data, dl), n);
+        /* the exact size: fits, and one byte less does not */
+        ck_assert_uint_eq(msg_message_size(topic, tl, seq, dl), n);
+        ck_assert_uint_eq(msg_encode_message(out, n - 1, topic, tl, seq, data, dl), 0);
+        ck_assert_uint_eq(msg_escaped_len(topic, tl), msg_escape(out, sizeof out, topic, tl));
 
         n = msg_encode_publish(out, sizeof out, topic, tl, data, dl, id);
         ck_assert(n > 0 && n <= msg_publish_bound(tl, dl, id));
@@ -1313,7 +1317,7 @@ START_TEST(bounds_hold_for_random_inputs)
                          xorshift_range(&x, 0, 1) ? epoch : NULL,
                          (int)xorshift_range(&x, 0, 2) - 1};
         n = msg_encode_ack(out, sizeof out, &ack);
-        ck_assert(n > 0 && n <= msg_ack_bound(&ack));
+        ck_assert(n > 0 && n <= msg_ack_bound(&ack) && msg_ack_bound(&ack) - n <= 1);
         ck_assert_uint_eq(msg_encode_ack(out, msg_ack_bound(&ack), &ack), n);
 
         size_t cl = xorshift_range(&x, 0, sizeof code - 1);

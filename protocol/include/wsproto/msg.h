@@ -81,6 +81,9 @@ const char *msg_err_code(int err);
 
 /* {"op":"message","topic":T,"seq":S,"data":D} with D copied verbatim. */
 size_t msg_message_bound(size_t topic_len, size_t data_len);
+/* The exact length msg_encode_message writes for these arguments (a
+ * retained frame is allocated to fit, not to the bound). */
+size_t msg_message_size(const char *topic, size_t topic_len, uint64_t seq, size_t data_len);
 size_t msg_encode_message(char *out, size_t cap, const char *topic, size_t topic_len, uint64_t seq,
                           const char *data, size_t data_len);
 
@@ -99,7 +102,9 @@ typedef struct msg_ack {
     int recovered;     /* -1 omitted, 0 false, 1 true */
 } msg_ack_t;
 
-/* {"op":"ack","id":I[,"topic":T][,"seq":S][,"epoch":E][,"recovered":B]} */
+/* {"op":"ack","id":I[,"topic":T][,"seq":S][,"epoch":E][,"recovered":B]}.
+ * The bound measures the strings and the seq instead of assuming their
+ * worst, so it is the exact size but for one byte of "true". */
 size_t msg_ack_bound(const msg_ack_t *ack);
 size_t msg_encode_ack(char *out, size_t cap, const msg_ack_t *ack);
 
@@ -165,5 +170,7 @@ int msg_parse_server(const char *buf, size_t len, msg_server_t *m);
 /* Escape s as the inside of a JSON string (no quotes) into out. Returns the
  * length, or 0 if cap is too small (and len > 0). At most 6 * len bytes. */
 size_t msg_escape(char *out, size_t cap, const char *s, size_t len);
+/* The length msg_escape writes for s, exactly. */
+size_t msg_escaped_len(const char *s, size_t len);
 
 #endif
