@@ -3,83 +3,8 @@
  */
 #include "frame.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Small frames (replies: acks, errors, pongs) come from a per-thread stack
- * of equal-sized frames instead of from malloc. A worker makes a burst of
- * acks as it reads a burst of publishes and frees them all when they are
- * written: more than glibc's per-thread cache holds (seven a size), so
- * without the stack the rest went through the arena's bins at every turn.
- * A frame goes back to the stack of whichever thread drops it last. A
- * worker's burst can be large (a turn that reads 500 publishers with 32
- * publishes each makes 16,000 acks before it writes any), so the bound is
- * high, and frame_cache_trim gives back what a thread has stopped using;
- * a stack is released when its thread exits. */
-#define SMALL_ROOM 192
-#define SMALL_KEPT 16384
-
-typedef struct small_stack {
-    frame_t *top;    /* linked through the first bytes of buf */
-    unsigned n, low; /* how many; the low mark since the last trim */
-} small_stack_t;
-
-static _Thread_local small_stack_t small;
-static pthread_key_t small_key;
-static pthread_once_t small_once = PTHREAD_ONCE_INIT;
-
-static frame_t *small_next(frame_t *f)
-{
-    frame_t *next;
-    memcpy(&next, f->buf, sizeof next);
-    return next;
-}
-
-static void small_release(void *arg)
-{
-    small_stack_t *st = arg;
-    while (st->top != NULL) {
-        frame_t *f = st->top;
-        st->top = small_next(f);
-        free(f);
-    }
-    st->n = st->low = 0;
-}
-
-void frame_cache_trim(bool all)
-{
-    /* Those not taken since the last trim are not needed. */
-    for (unsigned k = all ? small.n : small.low; k > 0; k--) {
-        frame_t *f = small.top;
-        small.top = small_next(f);
-        small.n--;
-        free(f);
-    }
-    small.low = small.n;
-}
-
-static void small_key_make(void)
-{
-    (void)pthread_key_create(&small_key, small_release);
-}
-
-static void small_push(frame_t *f)
-{
-    if (small.n >= SMALL_KEPT) {
-        free(f);
-        return;
-    }
-    if (small.n == 0) {
-        /* registered again after every release: the destructor then
-         * empties this thread's stack when the thread exits */
-        pthread_once(&small_once, small_key_make);
-        (void)pthread_setspecific(small_key, &small);
-    }
-    memcpy(f->buf, &small.top, sizeof small.top);
-    small.top = f;
-    small.n++;
-}
 
 static frame_t *frame_init(frame_t *f, size_t room)
 {
@@ -102,22 +27,6 @@ frame_t *frame_new(size_t payload_cap, size_t topic_len)
     size_t room = payload_cap + topic_len + 1;
     if (room > UINT32_MAX)
         return NULL;
-    if (room <= SMALL_ROOM) {
-        frame_t *f = small.top;
-        if (f != NULL) {
-            small.top = small_next(f);
-            if (--small.n < small.low)
-                small.low = small.n;
-            /* A burst's frames no longer fit in the cache when they come
-             * back: fetch the next one's lines (its link, header and the
-             * reply's first bytes) while this one is used. */
-            if (small.top != NULL)
-                frame_prefetch(small.top, 192);
-        } else {
-            f = malloc(sizeof(*f) + WS_MAX_SERVER_HEADER + SMALL_ROOM);
-        }
-        return f != NULL ? frame_init(f, SMALL_ROOM) : NULL;
-    }
     frame_t *f = malloc(frame_size(payload_cap, topic_len));
     return f != NULL ? frame_init(f, room) : NULL;
 }
@@ -188,10 +97,7 @@ void frame_unref(frame_t *f)
         frame_t *twin = atomic_load_explicit(&f->twin, memory_order_acquire);
         if (twin != NULL)
             frame_unref(twin);
-        if (f->room == SMALL_ROOM)
-            small_push(f);
-        else
-            free(f);
+        free(f);
     }
 }
 

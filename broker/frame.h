@@ -16,7 +16,6 @@
 #define WSBROKER_FRAME_H
 
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -108,11 +107,6 @@ static inline void frame_ref_n(frame_t *f, unsigned n)
 }
 
 void frame_unref(frame_t *f);
-
-/* Free the calling thread's cached small frames that were not taken since
- * its last trim (all of them with all). Call it now and then, e.g. from a
- * periodic timer. */
-void frame_cache_trim(bool all);
 
 /* The payload of a FIN frame made here (after its header). */
 const uint8_t *frame_payload_span(const frame_t *f, size_t *len);

@@ -388,7 +388,6 @@ static void on_tick(uv_timer_t *t)
 
     release_throttled(w);
     ring_trim(&w->rings, false);
-    frame_cache_trim(false);
     /* Expired history of idle topics: a sweep per TTL, at most one a second. */
     uint64_t period = ms(cfg->history_ttl) > 1000 ? ms(cfg->history_ttl) : 1000;
     if (cfg->history_ttl > 0 && now - w->swept >= period) {
