@@ -6,7 +6,10 @@ from the build directory) and broker B (any server that speaks the subset
 of PROTOCOL.md the bench uses), in alternation, with a fresh broker process
 for every run, N runs each, and prints one table per scenario with both
 columns: median and range, broker CPU per delivery, and the CPU everything
-else on the machine used meanwhile.
+else on the machine used meanwhile. The key ratio is also taken run by run,
+each run of A against the run of B made next to it: on a machine whose
+speed drifts by 20 % over minutes, that ratio holds still where the
+medians of the two columns do not.
 
     clients/bench/compare.py --b-cmd '/path/to/uws-broker {port}'
 
@@ -367,6 +370,16 @@ METRICS = {
 }
 
 
+# The ratio also taken run by run, paired in the order the runs were made.
+PAIRED = {
+    "fanout": ("broker CPU per delivery", g("broker_us_per_delivery")),
+    "pairs": ("broker CPU per delivery", g("broker_us_per_delivery")),
+    "lat1m": ("p99", g("latency_us", "p99")),
+    "lat100k": ("p99", g("latency_us", "p99")),
+    "conns": ("handshakes/s", g("handshakes_per_s")),
+}
+
+
 def cell(vals, f):
     vals = [v for v in vals if v is not None]
     if not vals:
@@ -409,6 +422,22 @@ def table(a, name, results, brokers):
             meds.append(m)
         ratio = f"{meds[0] / meds[1]:.2f}x" if meds[0] is not None and meds[1] else ""
         out.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    paired = PAIRED.get(name)
+    if paired is not None:
+        label, get = paired
+        # the k-th run of A beside the k-th of B: they ran next to each other
+        # (ABBA order), so a drift of the machine cancels out of their ratio
+        rat = []
+        for ra, rb in zip(per[brokers[0].label], per[brokers[1].label]):
+            da, db = ra.get("json"), rb.get("json")
+            if da is None or db is None or "failure" in ra or "failure" in rb:
+                continue
+            va, vb = get(da), get(db)
+            if va is not None and vb:
+                rat.append(va / vb)
+        if rat:
+            c, _ = cell(rat, lambda v: f"{v:.2f}x")
+            out.append(f"| {label}: the ratio run by run (neighbouring runs paired), median (range) | | | {c} |")
     if name in ("fanout", "pairs"):
         sp = [spread([d.get("deliveries_per_s") for d in ok_json[b.label]]) for b in brokers]
         out.append(

@@ -236,7 +236,8 @@ assert order[-1] == ("fanout", "wsbroker"), order  # second round: B first
 for want in ("| deliveries/s |", "| p99, ms |", "| broker RSS per connection, bytes |",
              "| broker CPU per delivery, us |", "| wsbroker | one-worker | wsbroker / one-worker |",
              "2/2 clean", "cores are shared by the broker and the load generator",
-             "wsbroker-bench pairs --pairs 20"):
+             "wsbroker-bench pairs --pairs 20",
+             "| handshakes/s: the ratio run by run (neighbouring runs paired), median (range) | | | "):
     assert want in md, want
 PY
   # Bad options: exit 2 before anything runs.
