@@ -163,8 +163,7 @@ static int q_push(conn_t *c, frame_t *f)
             return -1;
         for (uint32_t i = 0; i < c->q_len; i++)
             nq[i] = q_at(c, i);
-        if (c->q != NULL)
-            ring_give(&c->w->rings, c->q, c->q_cap);
+        ring_give(&c->w->rings, c->q, c->q_cap); /* none yet: cap 0, NULL */
         c->q = nq;
         c->q_cap = ncap;
         c->q_head = 0;

@@ -24,7 +24,7 @@ static frame_t *frame_init(frame_t *f, size_t room)
 
 frame_t *frame_new(size_t payload_cap, size_t topic_len)
 {
-    size_t room = payload_cap + topic_len + 1;
+    size_t room = frame_room(payload_cap, topic_len);
     if (room > UINT32_MAX)
         return NULL;
     frame_t *f = malloc(frame_size(payload_cap, topic_len));
@@ -33,7 +33,7 @@ frame_t *frame_new(size_t payload_cap, size_t topic_len)
 
 frame_t *frame_reuse(frame_t *f, size_t payload_cap, size_t topic_len)
 {
-    size_t need = payload_cap + topic_len + 1;
+    size_t need = frame_room(payload_cap, topic_len);
     /* acquire: what the other holders did with f happened before */
     if (atomic_load_explicit(&f->refs, memory_order_acquire) != 1 || f->room < need ||
         f->room / 2 > need)

@@ -75,10 +75,16 @@ static inline void frame_prefetch(const frame_t *f, size_t bytes)
         __builtin_prefetch((const char *)f + o, 1, 3);
 }
 
-/* The bytes a frame made by frame_new(payload_cap, topic_len) occupies. */
+/* The room (frame_t.room) for a payload of payload_cap bytes and a topic of
+ * topic_len, and the bytes such a frame occupies. */
+static inline size_t frame_room(size_t payload_cap, size_t topic_len)
+{
+    return payload_cap + topic_len + 1;
+}
+
 static inline size_t frame_size(size_t payload_cap, size_t topic_len)
 {
-    return sizeof(frame_t) + WS_MAX_SERVER_HEADER + payload_cap + topic_len + 1;
+    return sizeof(frame_t) + WS_MAX_SERVER_HEADER + frame_room(payload_cap, topic_len);
 }
 
 /* Write the header for a payload_len-byte FIN frame in front of the payload. */

@@ -215,13 +215,19 @@ static void hist_expire(reg_t *r, topic_t *t, uint64_t now)
     }
 }
 
+/* The topic keeps as many messages as it may (history > 0). */
+static bool hist_full(const reg_t *r, const topic_t *t)
+{
+    return t->hlen == r->cfg.history;
+}
+
 /* Keep a reference to f as the newest message. The ring grows to the
  * configured size only as messages come, so a topic published once holds
  * one slot. Returns 0, or -1 on ENOMEM (f not kept). Stripe lock held. */
 static int hist_push(reg_t *r, topic_t *t, frame_t *f, uint64_t now)
 {
     uint32_t max = r->cfg.history;
-    if (t->hlen == max) {
+    if (hist_full(r, t)) {
         frame_unref(t->hist[t->hhead].f);
         t->hist[t->hhead] = (hist_t){frame_ref(f), now};
         t->hhead = (t->hhead + 1) % t->hcap;
@@ -252,7 +258,7 @@ static int hist_push(reg_t *r, topic_t *t, frame_t *f, uint64_t now)
  * taken out of the ring; NULL otherwise. Stripe lock held. */
 static frame_t *hist_recycle(reg_t *r, topic_t *t, size_t cap, size_t tlen)
 {
-    if (t->hlen == 0 || t->hlen < r->cfg.history)
+    if (!hist_full(r, t))
         return NULL;
     frame_t *f = frame_reuse(t->hist[t->hhead].f, cap, tlen);
     if (f != NULL) {
@@ -363,8 +369,9 @@ uint64_t reg_publish(reg_t *r, const char *topic, size_t tlen, const char *data,
                 return 0;
             }
             /* The oldest frame is the next one recycled: its lines, cold
-             * since it was sent, are fetched while other topics publish. */
-            if (t->hlen == r->cfg.history)
+             * since it was sent, are fetched while other topics publish
+             * (as many as this message took: the next is much the same). */
+            if (hist_full(r, t))
                 frame_prefetch(t->hist[t->hhead].f, frame_size(cap, tlen));
         }
         *targets = mask;

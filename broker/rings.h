@@ -39,7 +39,8 @@ static inline uint32_t ring_next_cap(uint32_t cap)
 /* A ring of cap slots (from the pool for the two kept sizes); NULL on ENOMEM. */
 frame_t **ring_take(ring_pool_t *p, uint32_t cap);
 
-/* Give back ring q of cap slots: kept, or freed beyond the pool's bound. */
+/* Give back ring q of cap slots: kept, or freed beyond the pool's bound (a
+ * NULL ring of cap 0 is nothing to give). */
 void ring_give(ring_pool_t *p, frame_t **q, uint32_t cap);
 
 /* Free the rings not taken since the last call (a periodic tick), or all. */

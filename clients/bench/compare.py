@@ -370,14 +370,20 @@ METRICS = {
 }
 
 
-# The ratio also taken run by run, paired in the order the runs were made.
+# The row of METRICS whose ratio is also taken run by run, paired in the
+# order the runs were made.
 PAIRED = {
-    "fanout": ("broker CPU per delivery", g("broker_us_per_delivery")),
-    "pairs": ("broker CPU per delivery", g("broker_us_per_delivery")),
-    "lat1m": ("p99", g("latency_us", "p99")),
-    "lat100k": ("p99", g("latency_us", "p99")),
-    "conns": ("handshakes/s", g("handshakes_per_s")),
+    "fanout": "broker CPU per delivery, us",
+    "pairs": "broker CPU per delivery, us",
+    "lat1m": "p99, ms",
+    "lat100k": "p99, ms",
+    "conns": "handshakes/s",
 }
+
+
+def clean(r):
+    """The run's JSON result if it completed, else None."""
+    return r.get("json") if "failure" not in r else None
 
 
 def cell(vals, f):
@@ -413,7 +419,7 @@ def table(a, name, results, brokers):
     out.append("| " + " | ".join(hdr) + " |")
     out.append("|---|---|---|---|")
     per = {b.label: [r for r in results if r["scenario"] == name and r["broker"] == b.label] for b in brokers}
-    ok_json = {k: [r["json"] for r in v if r.get("json") is not None and "failure" not in r] for k, v in per.items()}
+    ok_json = {k: [clean(r) for r in v if clean(r) is not None] for k, v in per.items()}
     for label, get, f in METRICS[name]:
         cells, meds = [], []
         for b in brokers:
@@ -422,22 +428,17 @@ def table(a, name, results, brokers):
             meds.append(m)
         ratio = f"{meds[0] / meds[1]:.2f}x" if meds[0] is not None and meds[1] else ""
         out.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
-    paired = PAIRED.get(name)
-    if paired is not None:
-        label, get = paired
-        # the k-th run of A beside the k-th of B: they ran next to each other
-        # (ABBA order), so a drift of the machine cancels out of their ratio
-        rat = []
-        for ra, rb in zip(per[brokers[0].label], per[brokers[1].label]):
-            da, db = ra.get("json"), rb.get("json")
-            if da is None or db is None or "failure" in ra or "failure" in rb:
-                continue
-            va, vb = get(da), get(db)
-            if va is not None and vb:
-                rat.append(va / vb)
-        if rat:
-            c, _ = cell(rat, lambda v: f"{v:.2f}x")
-            out.append(f"| {label}: the ratio run by run (neighbouring runs paired), median (range) | | | {c} |")
+        if label == PAIRED.get(name):
+            # the k-th run of A beside the k-th of B: they ran next to each
+            # other (ABBA order), so a drift of the machine cancels out
+            rat = []
+            for ra, rb in zip(per[brokers[0].label], per[brokers[1].label]):
+                da, db = clean(ra), clean(rb)
+                if da is not None and db is not None and get(da) is not None and get(db):
+                    rat.append(get(da) / get(db))
+            if rat:
+                c, _ = cell(rat, lambda v: f"{v:.2f}x")
+                out.append(f"| {label}: the ratio run by run (neighbouring runs paired), median (range) | | | {c} |")
     if name in ("fanout", "pairs"):
         sp = [spread([d.get("deliveries_per_s") for d in ok_json[b.label]]) for b in brokers]
         out.append(

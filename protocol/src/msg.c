@@ -1003,6 +1003,30 @@ const char *msg_err_code(int err)
  * Encoders
  * ------------------------------------------------------------------- */
 
+/* The letter of c's two-byte escape (\n for a newline), or 0 if c has
+ * none: then it is written as \u00XX below 0x20, as itself otherwise. */
+static char short_escape(unsigned char c)
+{
+    switch (c) {
+    case '"':
+        return '"';
+    case '\\':
+        return '\\';
+    case '\b':
+        return 'b';
+    case '\f':
+        return 'f';
+    case '\n':
+        return 'n';
+    case '\r':
+        return 'r';
+    case '\t':
+        return 't';
+    default:
+        return 0;
+    }
+}
+
 size_t msg_escape(char *out, size_t cap, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -1021,32 +1045,7 @@ size_t msg_escape(char *out, size_t cap, const char *s, size_t len)
                 break;
         }
         unsigned char c = u[i];
-        char e = 0;
-        switch (c) {
-        case '"':
-            e = '"';
-            break;
-        case '\\':
-            e = '\\';
-            break;
-        case '\b':
-            e = 'b';
-            break;
-        case '\f':
-            e = 'f';
-            break;
-        case '\n':
-            e = 'n';
-            break;
-        case '\r':
-            e = 'r';
-            break;
-        case '\t':
-            e = 't';
-            break;
-        default:
-            break;
-        }
+        char e = short_escape(c);
         if (e != 0) {
             if (cap - o < 2)
                 return 0;
@@ -1077,20 +1076,7 @@ size_t msg_escaped_len(const char *s, size_t len)
         n += (size_t)(q - u);
         if (q == end)
             break;
-        /* what msg_escape writes for the byte at q */
-        switch (*q) {
-        case '"':
-        case '\\':
-        case '\b':
-        case '\f':
-        case '\n':
-        case '\r':
-        case '\t':
-            n += 2;
-            break;
-        default:
-            n += *q < 0x20 ? 6 : 1;
-        }
+        n += short_escape(*q) != 0 ? 2 : *q < 0x20 ? 6 : 1; /* as msg_escape */
         u = q + 1;
     }
     return n;
