@@ -23,7 +23,8 @@
 #include "rings.h"
 #include "stats.h"
 
-#define WRK_READ_BUF (64 * 1024)
+#define WRK_READ_BUF   (64 * 1024)
+#define WRK_GATHER_BUF (64 * 1024)
 
 typedef struct wrk wrk_t;
 
@@ -56,6 +57,7 @@ struct wrk {
     uv_timer_t rescue;       /* re-polls the epoll set while there are connections */
     uv_timer_t drain;        /* shutdown deadline */
     uv_check_t flush;        /* writes queued output once per loop iteration */
+    uv_idle_t more;          /* active while output waits for the next turn's flush */
 
     pthread_mutex_t inbox_mu;
     frame_t **inbox; /* posted frames, in per-topic seq order */
@@ -79,7 +81,7 @@ struct wrk {
     link_t wait_list;           /* Ping sent, nothing received since, by Ping time */
     link_t closing_list;        /* closing, by close start */
     link_t msg_list;            /* incomplete messages, by their start */
-    link_t pending;             /* connections with output to flush */
+    link_t pending;             /* connections with output to flush: replies first */
     link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
@@ -97,6 +99,7 @@ struct wrk {
     pmd_inflater_t inflater;
     pmd_buf_t inflated; /* the last inflated message */
     uint8_t rbuf[WRK_READ_BUF];
+    uint8_t gather[WRK_GATHER_BUF]; /* small frames copied together for a write (conn.c) */
 };
 
 /* Create worker id with a listening socket bound to the configured address
