@@ -131,6 +131,10 @@ void conn_accept(wrk_t *w, int fd, bool tls)
         }
         LOG(LOG_DEBUG, w->id, c->id, "accept", "peer=%s:%d", peer, port);
     }
+    /* The listener defers accepting until the client has sent something
+     * (TCP_DEFER_ACCEPT), so its request is usually here already: read it
+     * now instead of on the next poll. */
+    conn_readable(c);
     return;
 
 fail:

@@ -240,8 +240,12 @@ START_TEST(descriptor_exhaustion_pauses_accepting)
     struct rlimit low = {(rlim_t)open_now + 6, old.rlim_max};
     IT_ASSERT(prlimit(b.pid, RLIMIT_NOFILE, &low, NULL) == 0, "prlimit: %s", strerror(errno));
     static int fds[FLOOD];
-    for (int i = 0; i < FLOOD; i++)
+    /* Each sends a byte: the listener accepts only connections with data
+     * (TCP_DEFER_ACCEPT), and the kernel would hold silent ones a second. */
+    for (int i = 0; i < FLOOD; i++) {
         fds[i] = it_tcp_connect(b.port, 0);
+        IT_ASSERT(fds[i] >= 0 && it_tcp_send(fds[i], "G", 1, 1000), "connect/send failed");
+    }
     /* Both workers keep answering their clients while out of descriptors. */
     for (int round = 0; round < 10; round++) {
         for (int w = 0; w < 2; w++)
