@@ -480,9 +480,9 @@ static void after_output(conn_t *c)
  * Runs of two or more small frames are copied, back to back, into the
  * worker's gather buffer and go out as one entry: the kernel copies an
  * iovec entry by entry, and at 30 frames of 180 bytes per call (a fan-out
- * subscriber's share of a loop turn) that per-entry cost was a third of
- * the broker's time in the copy; one memcpy here is cheaper. A frame
- * alone, or a large one, is still pointed at, not copied. Sets *n to the
+ * subscriber's share of a loop turn) its copy took 15 % of the broker's
+ * time, against 6 % plus 2 % for this memcpy. A frame alone, or a large
+ * one, is still pointed at, not copied. Sets *n to the
  * number of entries; returns their total length. */
 static size_t fill_iov(const conn_t *c, struct iovec *iov, uint32_t *n)
 {
