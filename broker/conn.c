@@ -21,12 +21,12 @@
 #include "auth.h"
 #include "http.h"
 #include "log.h"
+#include "outq.h"
 #include "pubsub.h"
 #include "tls.h"
 
-#define IOV_BATCH    256
-#define GATHER_FRAME 1024 /* frames up to this size are gathered (fill_iov) */
-#define READS        4    /* reads per readiness: fair to the other connections */
+#define IOV_BATCH 256
+#define READS     4 /* reads per readiness: fair to the other connections */
 
 static void finish_if_flushed(conn_t *c);
 static int write_now(conn_t *c);
@@ -152,66 +152,10 @@ fail:
         close(fd);
 }
 
-/* ---- Output ring. ---- */
-
-static inline frame_t *q_at(const conn_t *c, uint32_t i)
-{
-    return c->q[(c->q_head + i) & (c->q_cap - 1)];
-}
-
-static int q_push(conn_t *c, frame_t *f)
-{
-    if (c->q_len == c->q_cap) {
-        uint32_t ncap = ring_next_cap(c->q_cap);
-        frame_t **nq = ring_take(&c->w->rings, ncap);
-        if (nq == NULL)
-            return -1;
-        for (uint32_t i = 0; i < c->q_len; i++)
-            nq[i] = q_at(c, i);
-        ring_give(&c->w->rings, c->q, c->q_cap); /* none yet: cap 0, NULL */
-        c->q = nq;
-        c->q_cap = ncap;
-        c->q_head = 0;
-    }
-    c->q[(c->q_head + c->q_len) & (c->q_cap - 1)] = f;
-    c->q_len++;
-    c->out_bytes += f->len;
-    return 0;
-}
-
-/* Release the first n frames of the ring. */
-static void q_pop(conn_t *c, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        frame_unref(q_at(c, i));
-    c->q_head = (c->q_head + n) & (c->q_cap - 1);
-    c->q_len -= n;
-    if (c->q_len == 0) {
-        /* Written: idle connections hold no ring. */
-        ring_give(&c->w->rings, c->q, c->q_cap);
-        c->q = NULL;
-        c->q_cap = 0;
-        c->q_head = 0;
-    }
-}
-
-/* Release the frames not yet handed to the kernel. Used when closing: they
- * will never be sent. */
-static void q_drop_unsent(conn_t *c)
-{
-    uint32_t keep = c->out_off > 0 ? 1 : 0; /* a partly written frame must be completed */
-    for (uint32_t i = keep; i < c->q_len; i++) {
-        frame_t *f = q_at(c, i);
-        c->out_bytes -= f->len;
-        frame_unref(f);
-    }
-    c->q_len = keep;
-}
-
 /* Nothing left to write: no frame in the ring, no ciphertext waiting. */
 static bool out_empty(const conn_t *c)
 {
-    return c->q_len == 0 && (c->tls == NULL || tls_pending(c->tls).len == 0);
+    return c->out.len == 0 && (c->tls == NULL || tls_pending(c->tls).len == 0);
 }
 
 /* Output to flush: messages go to the tail of the worker's list, which a
@@ -284,8 +228,8 @@ void conn_send(conn_t *c, frame_t *f)
         frame_unref(f);
         return;
     }
-    uint64_t queued = c->out_bytes;
-    if (q_push(c, f) != 0) {
+    uint64_t queued = c->out.bytes;
+    if (outq_push(&c->out, &c->w->rings, f) != 0) {
         frame_unref(f);
         conn_abort(c);
         return;
@@ -294,9 +238,9 @@ void conn_send(conn_t *c, frame_t *f)
     uint64_t limit = c->w->cfg->max_backlog;
     /* One reply, however big (--max-message may exceed --max-backlog),
      * does not make a peer that had read everything a slow consumer. */
-    if (queued > limit && c->out_bytes > 2 * limit && c->state == CONN_OPEN) {
+    if (queued > limit && c->out.bytes > 2 * limit && c->state == CONN_OPEN) {
         conn_close_slow(c);
-    } else if (c->out_bytes > limit && c->state == CONN_OPEN) {
+    } else if (c->out.bytes > limit && c->state == CONN_OPEN) {
         /* Replies pile up: stop reading requests until the peer reads. */
         conn_pause(c);
     }
@@ -340,7 +284,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     wrk_t *w = c->w;
     const cfg_t *cfg = w->cfg;
     if (c->flags & CF_DROPPING) {
-        if (c->out_bytes >= cfg->max_backlog / 2) {
+        if (c->out.bytes >= cfg->max_backlog / 2) {
             STAT_ADD(&w->stats, slow_drops, 1);
             return DLV_NONE;
         }
@@ -364,17 +308,17 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     /* The backlog is what the kernel will not take: before judging, hand
      * it what is queued (a burst read in one go is queued before the
      * loop's flush, and would otherwise count against a reader keeping up). */
-    if (c->out_bytes + g->len > cfg->max_backlog && !(c->flags & CF_WRITING) && write_now(c) < 0) {
+    if (c->out.bytes + g->len > cfg->max_backlog && !(c->flags & CF_WRITING) && write_now(c) < 0) {
         mark_slow(c, true);
         return DLV_NONE;
     }
     /* Nothing queued: not behind, whatever the size of the message. */
-    if (c->out_bytes > 0 && c->out_bytes + g->len > cfg->max_backlog) {
+    if (c->out.bytes > 0 && c->out.bytes + g->len > cfg->max_backlog) {
         if (cfg->slow_consumer == SLOW_DROP) {
             c->flags |= CF_DROPPING;
             STAT_ADD(&w->stats, slow_drops, 1);
             LOG(LOG_DEBUG, w->id, c->id, "slow_consumer_drop", "backlog=%llu",
-                (unsigned long long)c->out_bytes);
+                (unsigned long long)c->out.bytes);
         } else {
             mark_slow(c, false);
         }
@@ -384,7 +328,7 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
         mark_slow(c, false);
         return DLV_NONE;
     }
-    if (q_push(c, g) != 0) {
+    if (outq_push(&c->out, &c->w->rings, g) != 0) {
         if (how == DLV_OWN) {
             /* The context already holds it: c cannot continue. */
             frame_unref(g);
@@ -417,32 +361,19 @@ void conn_close_slow(conn_t *c)
         return;
     STAT_ADD(&c->w->stats, slow_closes, 1);
     LOG(LOG_INFO, c->w->id, c->id, "slow_consumer_close", "backlog=%llu",
-        (unsigned long long)c->out_bytes);
+        (unsigned long long)c->out.bytes);
     /* Queued messages would only delay the Close behind the backlog the
      * peer is not reading: skip them. */
-    q_drop_unsent(c);
+    outq_drop_unsent(&c->out);
     conn_close(c, WS_CLOSE_POLICY, "slow consumer", false);
 }
 
 /* ---- Writing. ---- */
 
-/* n bytes of the head of the ring are gone (written or encrypted). */
+/* n bytes of the head of the queue are gone (written or encrypted). */
 static void ring_advance(conn_t *c, size_t n)
 {
-    c->out_bytes -= n;
-    uint32_t done = 0;
-    while (n > 0) {
-        frame_t *f = q_at(c, done);
-        size_t rem = f->len - c->out_off;
-        if (n < rem) {
-            c->out_off += (uint32_t)n;
-            break;
-        }
-        n -= rem;
-        c->out_off = 0;
-        done++;
-    }
-    q_pop(c, done);
+    outq_advance(&c->out, &c->w->rings, n);
 }
 
 /* Account for n bytes written from the head of the ring. */
@@ -454,14 +385,7 @@ static void consume(conn_t *c, size_t n)
 
 size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap)
 {
-    size_t n = 0;
-    for (uint32_t i = 0; i < c->q_len && n < cap; i++) {
-        frame_t *f = q_at(c, i);
-        size_t off = i == 0 ? c->out_off : 0;
-        size_t take = f->len - off < cap - n ? f->len - off : cap - n;
-        memcpy(buf + n, f->data + off, take);
-        n += take;
-    }
+    size_t n = outq_copy(&c->out, buf, cap);
     ring_advance(c, n);
     return n;
 }
@@ -469,57 +393,11 @@ size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap)
 static void after_output(conn_t *c)
 {
     if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED &&
-        c->out_bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
+        c->out.bytes <= c->w->cfg->max_backlog / 2 && c->w->phase != 1)
         conn_resume(c);
     if (c->x != NULL && c->x->file != NULL)
         http_file_resume(c);
     finish_if_flushed(c);
-}
-
-/* Point iov at the first frames of the ring (the first one from out_off).
- * Runs of two or more small frames are copied, back to back, into the
- * worker's gather buffer and go out as one entry: the kernel copies an
- * iovec entry by entry, and at 30 frames of 180 bytes per call (a fan-out
- * subscriber's share of a loop turn) its copy took 15 % of the broker's
- * time, against 6 % plus 2 % for this memcpy. A frame alone, or a large
- * one, is still pointed at, not copied. Sets *n to the
- * number of entries; returns their total length. */
-static size_t fill_iov(const conn_t *c, struct iovec *iov, uint32_t *n)
-{
-    uint8_t *g = c->w->gather;
-    size_t used = 0, total = 0;
-    uint32_t k = 0;
-    bool run = false; /* iov[k - 1] is a segment of the gather buffer */
-    for (uint32_t i = 0; i < c->q_len; i++) {
-        frame_t *f = q_at(c, i);
-        size_t off = i == 0 ? c->out_off : 0;
-        uint8_t *p = f->data + off;
-        size_t len = f->len - off;
-        if (len <= GATHER_FRAME && used + len <= WRK_GATHER_BUF) {
-            if (!run && k > 0 && iov[k - 1].iov_len <= GATHER_FRAME &&
-                used + iov[k - 1].iov_len + len <= WRK_GATHER_BUF) {
-                /* The entry before is a small frame: start a run with it. */
-                memcpy(g + used, iov[k - 1].iov_base, iov[k - 1].iov_len);
-                iov[k - 1].iov_base = g + used;
-                used += iov[k - 1].iov_len;
-                run = true;
-            }
-            if (run) {
-                memcpy(g + used, p, len);
-                used += len;
-                iov[k - 1].iov_len += len;
-                total += len;
-                continue;
-            }
-        }
-        if (k == IOV_BATCH)
-            break;
-        run = false;
-        iov[k++] = (struct iovec){p, len};
-        total += len;
-    }
-    *n = k;
-    return total;
 }
 
 /* What goes to the socket next: the ring's frames on a plain connection;
@@ -528,7 +406,7 @@ static size_t fill_iov(const conn_t *c, struct iovec *iov, uint32_t *n)
 static size_t out_iov(conn_t *c, struct iovec *iov, uint32_t *n)
 {
     if (c->tls == NULL)
-        return fill_iov(c, iov, n);
+        return outq_iov(&c->out, iov, IOV_BATCH, c->w->gather, sizeof(c->w->gather), n);
     if (tls_encrypt(c) != 0) {
         *n = 0;
         return 0;
@@ -546,7 +424,7 @@ static void out_written(conn_t *c, size_t n)
         return;
     }
     STAT_ADD(&c->w->stats, bytes_out, n);
-    c->out_bytes -= n;
+    c->out.bytes -= n;
     tls_written(c->tls, n);
 }
 
@@ -705,9 +583,7 @@ void conn_abort(conn_t *c)
 static void conn_free(conn_t *c)
 {
     wrk_t *w = c->w;
-    if (c->q_len > 0)
-        q_pop(c, c->q_len);
-    free(c->q);
+    outq_clear(&c->out, &w->rings);
     link_remove(&c->sup);
     if (w->b->cluster != NULL)
         wrk_conn_index(w, c, false);
@@ -808,7 +684,7 @@ void conn_unthrottle(conn_t *c)
         free(held);
     }
     if ((c->flags & (CF_PAUSED | CF_THROTTLED)) == CF_PAUSED && c->w->phase != 1 &&
-        (c->state != CONN_OPEN || c->out_bytes <= c->w->cfg->max_backlog / 2))
+        (c->state != CONN_OPEN || c->out.bytes <= c->w->cfg->max_backlog / 2))
         conn_resume(c);
 }
 

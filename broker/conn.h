@@ -29,6 +29,7 @@
 #include "frame.h"
 #include "limit.h"
 #include "link.h"
+#include "outq.h"
 #include "worker.h"
 
 typedef enum conn_state {
@@ -127,11 +128,7 @@ typedef struct conn {
     struct tls *tls;        /* the TLS session on --tls-port, or NULL */
     conn_x_t *x;            /* or NULL */
 
-    /* output: ring of frames */
-    frame_t **q;
-    uint32_t q_cap, q_head, q_len;
-    uint32_t out_off;   /* bytes of the first frame already written */
-    uint64_t out_bytes; /* bytes queued and not yet written */
+    outq_t out; /* output: frames waiting for the socket */
 } conn_t;
 
 /* c's conn_x_t, allocated if it has none (NULL: out of memory). */

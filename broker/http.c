@@ -233,14 +233,14 @@ static void file_read_done(uv_fs_t *req)
     if (c->state == CONN_CLOSED)
         return;           /* conn_send aborted: the detach freed op */
     conn_http_pending(c); /* progress: restart the transfer's timeout */
-    if (c->out_bytes < FILE_QUEUE_HIGH)
+    if (c->out.bytes < FILE_QUEUE_HIGH)
         file_read_next(op);
 }
 
 void http_file_resume(conn_t *c)
 {
     fileop_t *op = c->x != NULL ? c->x->file : NULL;
-    if (op != NULL && !op->busy && op->chunk == NULL && c->out_bytes < FILE_QUEUE_HIGH &&
+    if (op != NULL && !op->busy && op->chunk == NULL && c->out.bytes < FILE_QUEUE_HIGH &&
         c->state != CONN_CLOSED)
         file_read_next(op);
 }

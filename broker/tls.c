@@ -243,7 +243,7 @@ static int collect(conn_t *c)
         if (r <= 0)
             break;
         t->len += (size_t)r;
-        c->out_bytes += (uint64_t)r;
+        c->out.bytes += (uint64_t)r;
     }
     return 0;
 }

@@ -99,7 +99,7 @@ struct wrk {
     pmd_inflater_t inflater;
     pmd_buf_t inflated; /* the last inflated message */
     uint8_t rbuf[WRK_READ_BUF];
-    uint8_t gather[WRK_GATHER_BUF]; /* small frames copied together for a write (conn.c) */
+    uint8_t gather[WRK_GATHER_BUF]; /* small frames copied together for a write (outq_iov) */
 };
 
 /* Create worker id with a listening socket bound to the configured address
