@@ -158,23 +158,21 @@ static bool out_empty(const conn_t *c)
     return c->out.len == 0 && (c->tls == NULL || tls_pending(c->tls).len == 0);
 }
 
-/* Output to flush: messages go to the tail of the worker's list, which a
- * loop turn flushes in a bounded slice (worker.c, on_check); replies,
- * Close and HTTP go to its head, which every turn flushes whole, so a
- * publisher's acks never wait behind a fan-out. */
+/* Output to flush (worker.c, on_check): messages put c on the worker's
+ * pending list, which a loop turn flushes in a bounded slice; replies,
+ * Close and HTTP on its replies list (moving it there from pending),
+ * which every turn flushes whole, so a publisher's acks never wait behind
+ * a fan-out. */
 static void mark_pending(conn_t *c)
 {
     if (!link_linked(&c->pending))
         link_insert_tail(&c->w->pending, &c->pending);
 }
 
-static void mark_urgent(conn_t *c)
+static void mark_reply(conn_t *c)
 {
-    if (c->flags & CF_URGENT)
-        return;
     link_remove(&c->pending);
-    link_insert_head(&c->w->pending, &c->pending);
-    c->flags |= CF_URGENT;
+    link_insert_tail(&c->w->replies, &c->pending);
 }
 
 /* What the worker's epoll set watches for c: reading unless paused,
@@ -234,7 +232,7 @@ void conn_send(conn_t *c, frame_t *f)
         conn_abort(c);
         return;
     }
-    mark_urgent(c);
+    mark_reply(c);
     uint64_t limit = c->w->cfg->max_backlog;
     /* One reply, however big (--max-message may exceed --max-backlog),
      * does not make a peer that had read everything a slow consumer. */
@@ -370,23 +368,17 @@ void conn_close_slow(conn_t *c)
 
 /* ---- Writing. ---- */
 
-/* n bytes of the head of the queue are gone (written or encrypted). */
-static void ring_advance(conn_t *c, size_t n)
-{
-    outq_advance(&c->out, &c->w->rings, n);
-}
-
-/* Account for n bytes written from the head of the ring. */
+/* Account for n bytes written from the head of the queue. */
 static void consume(conn_t *c, size_t n)
 {
     STAT_ADD(&c->w->stats, bytes_out, n);
-    ring_advance(c, n);
+    outq_advance(&c->out, &c->w->rings, n);
 }
 
 size_t conn_take_plain(conn_t *c, uint8_t *buf, size_t cap)
 {
     size_t n = outq_copy(&c->out, buf, cap);
-    ring_advance(c, n);
+    outq_advance(&c->out, &c->w->rings, n);
     return n;
 }
 
@@ -509,7 +501,7 @@ static void finish_if_flushed(conn_t *c)
         c->state == CONN_CLOSED)
         return;
     if (c->tls != NULL && tls_close_notify(c)) {
-        mark_urgent(c); /* written by the next flush, which calls us again */
+        mark_reply(c); /* written by the next flush, which calls us again */
         return;
     }
     /* Then read (and discard) until the peer's EOF, so our last frames are
@@ -636,7 +628,7 @@ void conn_close(conn_t *c, uint16_t code, const char *reason, bool wait_peer)
     }
     if (!wait_peer || (c->flags & CF_CLOSE_RCVD))
         c->flags |= CF_FINISH;
-    mark_urgent(c);
+    mark_reply(c);
     /* Read on, for the peer's Close: what was held back comes first. */
     if (c->flags & CF_THROTTLED)
         conn_unthrottle(c);
@@ -710,7 +702,7 @@ void conn_http_done(conn_t *c)
     if (c->state == CONN_CLOSED)
         return;
     c->flags |= CF_FINISH;
-    mark_urgent(c);
+    mark_reply(c);
 }
 
 void conn_http_finish(conn_t *c, frame_t *response)
@@ -922,7 +914,7 @@ static void on_close_frame(conn_t *c, const ws_event_t *ev)
         conn_close(c, code, NULL, false);
     } else {
         c->flags |= CF_FINISH | CF_DISCARD;
-        mark_urgent(c);
+        mark_reply(c);
     }
 }
 

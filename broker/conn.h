@@ -61,7 +61,6 @@ enum {
     CF_PMD = 1 << 12,       /* permessage-deflate negotiated */
     CF_EV_IN = 1 << 13,     /* the epoll set watches EPOLLIN for it */
     CF_EV_OUT = 1 << 14,    /* ... and EPOLLOUT */
-    CF_URGENT = 1 << 15,    /* in the head of w->pending: flushed this loop turn */
 };
 
 struct fileop;
@@ -114,7 +113,7 @@ typedef struct conn {
     uint64_t id;
     link_t sup;         /* w->hs_list, ping_list or closing_list; then w->dead */
     link_t wait;        /* w->wait_list */
-    link_t pending;     /* w->pending (see wrk_t) */
+    link_t pending;     /* w->replies or w->pending */
     link_t subs;        /* sub_t.by_conn */
     uint64_t since;     /* ms: accept, last Ping or close start (list order) */
     uint64_t ping_sent; /* ms: the unanswered Ping */

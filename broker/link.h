@@ -41,14 +41,6 @@ static inline void link_insert_tail(link_t *head, link_t *l)
     head->prev = l;
 }
 
-static inline void link_insert_head(link_t *head, link_t *l)
-{
-    l->next = head->next;
-    l->prev = head;
-    head->next->prev = l;
-    head->next = l;
-}
-
 static inline void link_remove(link_t *l)
 {
     if (l->next == NULL)

@@ -3,6 +3,7 @@
  */
 #include "outq.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 int outq_grow(outq_t *o, ring_pool_t *pool)

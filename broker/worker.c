@@ -88,6 +88,7 @@ wrk_t *wrk_new(broker_t *b, int id)
     link_init(&w->wait_list);
     link_init(&w->closing_list);
     link_init(&w->msg_list);
+    link_init(&w->replies);
     link_init(&w->pending);
     link_init(&w->throttled);
     link_init(&w->dead);
@@ -364,12 +365,13 @@ static void on_wake(uv_async_t *a)
     release_throttled(w);
 }
 
-/* ---- Output: one flush per connection per loop iteration. ----
+/* ---- Output: flushed once per loop iteration. ----
  *
- * Connections with replies (acks, Close, HTTP) head the pending list and
- * are all flushed every turn. Those with messages only follow, and a turn
- * flushes them for about FLUSH_SLICE_NS; the rest keep their place and
- * go first in the next turn, which then does not wait for the poll. A
+ * Connections with replies (acks, Close, HTTP; w->replies) are all
+ * flushed every turn, first. Those with messages only (w->pending) follow,
+ * and a turn flushes them for about FLUSH_SLICE_NS; the rest keep their
+ * place and go first in the next turn, which then does not wait for the
+ * poll. A
  * turn thus stays short however many subscribers a message reaches (new
  * requests, acks and timers are not held up behind a fan-out), and what a
  * subscriber is sent meanwhile joins the write it was waiting for: under
@@ -394,9 +396,11 @@ static void on_check(uv_check_t *h)
     }
     uint64_t t0 = 0;
     unsigned n = 0;
-    while ((l = link_first(&w->pending)) != NULL) {
-        conn_t *c = link_entry(l, conn_t, pending);
-        if (!(c->flags & CF_URGENT)) {
+    for (;;) {
+        /* Replies first, also those a flush below queues. */
+        if ((l = link_first(&w->replies)) == NULL) {
+            if ((l = link_first(&w->pending)) == NULL)
+                break;
             if (n == 0)
                 t0 = uv_hrtime();
             else if (n % FLUSH_CHECK_EVERY == 0 && uv_hrtime() - t0 > FLUSH_SLICE_NS)
@@ -404,8 +408,7 @@ static void on_check(uv_check_t *h)
             n++;
         }
         link_remove(l);
-        c->flags &= ~CF_URGENT;
-        conn_flush(c);
+        conn_flush(link_entry(l, conn_t, pending));
     }
     if (link_empty(&w->pending))
         uv_idle_stop(&w->more);

@@ -81,7 +81,8 @@ struct wrk {
     link_t wait_list;           /* Ping sent, nothing received since, by Ping time */
     link_t closing_list;        /* closing, by close start */
     link_t msg_list;            /* incomplete messages, by their start */
-    link_t pending;             /* connections with output to flush: replies first */
+    link_t replies;             /* connections with replies to flush (whole, each turn) */
+    link_t pending;             /* connections with messages to flush (in slices) */
     link_t throttled;           /* connections held back by full inboxes */
     uint64_t throttle_mask;     /* the workers they wait for */
     _Atomic bool has_throttled; /* throttled is not empty (read by drainers) */
