@@ -338,6 +338,16 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     return how;
 }
 
+bool conn_deliver_run(conn_t *c, frame_t *run)
+{
+    if (c->state != CONN_OPEN || (c->flags & (CF_SLOW | CF_DROPPING | CF_PMD)) ||
+        c->out.bytes + run->len > c->w->cfg->max_backlog ||
+        outq_push(&c->out, &c->w->rings, run) != 0)
+        return false;
+    mark_pending(c);
+    return true;
+}
+
 void conn_settle(wrk_t *w)
 {
     /* Closing may not add to the list (it only delivers control frames). */

@@ -91,6 +91,23 @@ frame_t *frame_raw(const void *bytes, size_t len)
     return f;
 }
 
+frame_t *frame_join(frame_t *const *f, size_t n)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += f[i]->len;
+    frame_t *j = frame_new(len, 0);
+    if (j == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(j->data + j->len, f[i]->data, f[i]->len);
+        j->len += f[i]->len;
+    }
+    j->opcode = f[n - 1]->opcode;
+    j->seq = f[n - 1]->seq;
+    return j;
+}
+
 void frame_unref(frame_t *f)
 {
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {

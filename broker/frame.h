@@ -99,6 +99,10 @@ frame_t *frame_make(uint8_t opcode, const void *payload, size_t len);
 frame_t *frame_close(uint16_t code, const char *reason);
 /* Raw bytes (an HTTP response), no WebSocket header. */
 frame_t *frame_raw(const void *bytes, size_t len);
+/* The n frames of f back to back, as one frame that writes them all (a
+ * run of messages queued in one piece). Seq and opcode are the last
+ * one's; no topic. NULL on ENOMEM. */
+frame_t *frame_join(frame_t *const *f, size_t n);
 
 static inline frame_t *frame_ref(frame_t *f)
 {

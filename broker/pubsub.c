@@ -729,6 +729,7 @@ void pubsub_control(wrk_t *w, frame_t *f)
 typedef struct deliver_ctx {
     wrk_t *w;
     frame_t *f;
+    uint64_t skip;            /* connections that have f already */
     unsigned same, twin, own; /* what conn_deliver queued, by kind */
 } deliver_ctx_t;
 
@@ -740,7 +741,7 @@ static void deliver_pattern(void *value, void *arg)
     for (link_t *l = p->subs.next; l != &p->subs; l = l->next) {
         sub_t *s = link_entry(l, sub_t, by_pattern);
         conn_t *c = s->c;
-        if (c->stamp == stamp || (!p->wildcard && d->f->seq <= s->after_seq))
+        if (c->stamp == stamp || c->stamp == d->skip || (!p->wildcard && d->f->seq <= s->after_seq))
             continue;
         if (s->filter != NULL && rfilter_skip(s, d->f))
             continue; /* replayed already */
@@ -765,9 +766,10 @@ static void deliver_pattern(void *value, void *arg)
     }
 }
 
-void pubsub_deliver(wrk_t *w, frame_t *f)
+/* f to the subscribers of its topic, except connections stamped skip. */
+static void deliver_except(wrk_t *w, frame_t *f, uint64_t skip)
 {
-    deliver_ctx_t d = {w, f, 0, 0, 0};
+    deliver_ctx_t d = {w, f, skip, 0, 0, 0};
     w->stamp++;
     ptable_match(&w->subs, f->topic, f->topic_len, deliver_pattern, &d);
     /* References in bulk: one atomic add per frame, not per subscriber. */
@@ -777,4 +779,71 @@ void pubsub_deliver(wrk_t *w, frame_t *f)
         frame_ref_n(atomic_load(&f->twin), d.twin);
     STAT_ADD(&w->stats, delivered, d.same + d.twin + d.own);
     frame_unref(f);
+}
+
+void pubsub_deliver(wrk_t *w, frame_t *f)
+{
+    deliver_except(w, f, UINT64_MAX); /* no stamp is that */
+}
+
+/* A run: consecutive messages of one topic, queued as one joined frame on
+ * every connection that would queue each of them as it is. Those are the
+ * connections whose first matching subscription (the one that takes each
+ * message in deliver_pattern) is live, unfiltered and past its after_seq
+ * for the whole run. Any other connection (held or filtered subscription,
+ * a seq boundary inside the run, compression, a backlog) is stamped
+ * `apart` and gets the messages one by one afterwards, exactly as
+ * pubsub_deliver would have queued them. */
+typedef struct run_ctx {
+    frame_t *const *f; /* the run, in seq order */
+    size_t n;
+    frame_t *all;           /* frame_join of the run */
+    uint64_t joined, apart; /* stamps: took `all`; one by one */
+    unsigned took, left;
+} run_ctx_t;
+
+static void deliver_run_pattern(void *value, void *arg)
+{
+    lpat_t *p = value;
+    run_ctx_t *d = arg;
+    for (link_t *l = p->subs.next; l != &p->subs; l = l->next) {
+        sub_t *s = link_entry(l, sub_t, by_pattern);
+        conn_t *c = s->c;
+        if (c->stamp == d->joined || c->stamp == d->apart)
+            continue;
+        if (!p->wildcard && d->f[d->n - 1]->seq <= s->after_seq)
+            continue; /* none of the run for s, as deliver_pattern skips each */
+        if (s->filter == NULL && s->hold == NULL && (p->wildcard || d->f[0]->seq > s->after_seq) &&
+            conn_deliver_run(c, d->all)) {
+            c->stamp = d->joined;
+            d->took++;
+        } else {
+            c->stamp = d->apart;
+            d->left++;
+        }
+    }
+}
+
+void pubsub_deliver_run(wrk_t *w, frame_t *const *f, size_t n)
+{
+    frame_t *all = n > 1 ? frame_join(f, n) : NULL;
+    if (all == NULL) {
+        for (size_t i = 0; i < n; i++)
+            pubsub_deliver(w, f[i]);
+        return;
+    }
+    run_ctx_t d = {f, n, all, 0, 0, 0, 0};
+    d.apart = ++w->stamp;
+    d.joined = ++w->stamp;
+    ptable_match(&w->subs, f[0]->topic, f[0]->topic_len, deliver_run_pattern, &d);
+    if (d.took > 0)
+        frame_ref_n(all, d.took);
+    frame_unref(all);
+    STAT_ADD(&w->stats, delivered, (uint64_t)d.took * n);
+    for (size_t i = 0; i < n; i++) {
+        if (d.left > 0)
+            deliver_except(w, f[i], d.joined);
+        else
+            frame_unref(f[i]);
+    }
 }

@@ -282,6 +282,29 @@ static void take_inbox(wrk_t *w)
 #define DRAIN_SLICE_NS    (5 * 1000000ull)
 #define DRAIN_CHECK_EVERY 32
 
+/* Runs (pubsub_deliver_run): messages of up to RUN_FRAME bytes, RUN_BYTES
+ * in all, are joined; larger ones are not worth a copy. */
+#define RUN_FRAME 4096
+#define RUN_BYTES (64 * 1024)
+
+/* How many of the n frames at b, at least one, form a run. */
+static size_t run_length(frame_t *const *b, size_t n)
+{
+    const frame_t *f = b[0];
+    if (f->kind != FK_FANOUT || f->len > RUN_FRAME)
+        return 1;
+    size_t k = 1, bytes = f->len;
+    while (k < n) {
+        const frame_t *g = b[k];
+        if (g->kind != FK_FANOUT || g->len > RUN_FRAME || bytes + g->len > RUN_BYTES ||
+            g->topic_len != f->topic_len || memcmp(g->topic, f->topic, f->topic_len) != 0)
+            break;
+        bytes += g->len;
+        k++;
+    }
+    return k;
+}
+
 static void drain_inbox_as(wrk_t *w, bool whole)
 {
     if (w->draining)
@@ -297,16 +320,22 @@ static void drain_inbox_as(wrk_t *w, bool whole)
             swapped = true;
         }
         frame_t **batch = w->batch;
-        size_t i = w->batch_pos, n = w->batch_len;
+        size_t i = w->batch_pos, n = w->batch_len, done = 0;
         while (i < n) {
-            frame_t *f = batch[i++];
-            w->batch_pos = i;
-            if (f->kind == FK_FANOUT)
+            frame_t *f = batch[i];
+            size_t k = run_length(batch + i, n - i);
+            w->batch_pos = i += k;
+            if (k > 1)
+                pubsub_deliver_run(w, batch + i - k, k);
+            else if (f->kind == FK_FANOUT)
                 pubsub_deliver(w, f);
             else
                 pubsub_control(w, f);
-            if (!whole && i % DRAIN_CHECK_EVERY == 0 && i < n && uv_hrtime() - t0 > DRAIN_SLICE_NS)
-                break;
+            if (!whole && (done += k) >= DRAIN_CHECK_EVERY && i < n) {
+                done = 0;
+                if (uv_hrtime() - t0 > DRAIN_SLICE_NS)
+                    break;
+            }
         }
         if (i == n) {
             pubsub_drained(w, w->batch_gen);

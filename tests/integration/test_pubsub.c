@@ -840,6 +840,117 @@ START_TEST(one_frame_per_message)
 }
 END_TEST
 
+/* A publisher's burst, read by the broker in one go, reaches every
+ * subscriber as single messages would: each once, gap-free and in seq
+ * order, each in a frame of its own, the publisher's ack before its own
+ * copy. (Consecutive messages of one topic are queued joined where a
+ * connection takes them all as they are; with a 4 KiB backlog the longer
+ * runs are judged one message at a time, the shorter ones still joined.) */
+#define BURST_N      60
+#define BURST_ROUNDS 3
+/* 19 messages of about 260 bytes: a run longer than 4 KiB */
+#define BURST_PAD                                                                                  \
+    "0123456789012345678901234567890123456789012345678901234567890123456789"                       \
+    "0123456789012345678901234567890123456789012345678901234567890123456789"                       \
+    "012345678901234567890123456789012345678901234567890123456789"
+
+static void burst_expect(it_conn_t *c, int round, bool a, bool bt, uint64_t *seq_a, uint64_t *seq_b)
+{
+    for (int i = 0; i < BURST_N; i++) {
+        bool on_b = i % 20 == 19;
+        if (on_b ? !bt : !a)
+            continue;
+        char data[320];
+        snprintf(data, sizeof(data), "{\"r\":%d,\"i\":%d,\"pad\":\"%s\"}", round, i, BURST_PAD);
+        uint64_t *seq = on_b ? seq_b : seq_a;
+        it_expect_message(c, on_b ? "burst.b" : "burst.a", ++*seq, data);
+    }
+}
+
+static void burst_case(const char *backlog)
+{
+    it_broker_t b;
+    if (backlog != NULL)
+        it_broker_start(&b, "--max-backlog", backlog);
+    else
+        it_broker_start(&b, NULL);
+    it_conn_t *one = it_ws_hello(b.port, NULL), *many = it_ws_hello(b.port, NULL);
+    it_conn_t *other = it_ws_hello(b.port, NULL), *p = it_ws_hello(b.port, NULL);
+    it_conn_t *late = it_ws_hello(b.port, NULL);
+    snprintf(one->name, sizeof(one->name), "sub burst.a");
+    snprintf(many->name, sizeof(many->name), "sub burst.a burst.* >");
+    snprintf(other->name, sizeof(other->name), "sub burst.b");
+    snprintf(late->name, sizeof(late->name), "sub burst.a from round 1");
+    snprintf(p->name, sizeof(p->name), "publisher");
+    it_subscribe(one, "burst.a");
+    it_subscribe(many, "burst.a");
+    it_subscribe(many, "burst.*");
+    it_subscribe(many, ">");
+    it_subscribe(other, "burst.b");
+    it_subscribe(p, "burst.a");
+    uint64_t sa[5] = {0}, sb[5] = {0}; /* last seq seen: one, many, other, p, late */
+    size_t cap = BURST_N * 400, len;
+    uint8_t *buf = malloc(cap);
+    ck_assert(buf != NULL);
+    for (int r = 0; r < BURST_ROUNDS; r++) {
+        if (r == 1) {
+            it_subscribe(late, "burst.a");
+            sa[4] = sa[0];
+        }
+        len = 0;
+        for (int i = 0; i < BURST_N; i++) {
+            char req[384];
+            int n = snprintf(req, sizeof(req),
+                             "{\"op\":\"publish\",\"topic\":\"%s\",\"id\":%d,\"data\":{\"r\":%d,"
+                             "\"i\":%d,\"pad\":\"%s\"}}",
+                             i % 20 == 19 ? "burst.b" : "burst.a", r * 1000 + i, r, i, BURST_PAD);
+            len += it_frame(p, buf + len, WS_OP_TEXT, true, 0, true, req, (size_t)n);
+        }
+        it_send_raw(p, buf, len);
+        /* The publisher: every ack, and its own copy of each burst.a
+         * message only after that message's ack. */
+        int acks = 0, own = 0, own_want = BURST_N - BURST_N / 20;
+        while (acks < BURST_N || own < own_want) {
+            msg_server_t m;
+            const char *raw = it_expect_json(p, &m, IT_TIMEOUT);
+            if (m.op == MSG_S_ACK) {
+                char id[16];
+                snprintf(id, sizeof(id), "%d", r * 1000 + acks);
+                IT_ASSERT(it_span_is(m.id, id), "publisher: ack %s, expected id %s", raw, id);
+                acks++;
+                continue;
+            }
+            IT_ASSERT(
+                m.op == MSG_S_MESSAGE && strcmp(m.topic, "burst.a") == 0 && m.seq == sa[3] + 1,
+                "publisher: %s, expected burst.a seq %llu", raw, (unsigned long long)(sa[3] + 1));
+            sa[3]++;
+            /* message k of burst.a is publish number k + k / 19 of the round */
+            int i = own + own / 19;
+            IT_ASSERT(acks > i, "publisher: its message %d came before its ack (%d acks)", i, acks);
+            own++;
+        }
+        burst_expect(one, r, true, false, &sa[0], &sb[0]);
+        burst_expect(many, r, true, true, &sa[1], &sb[1]);
+        burst_expect(other, r, false, true, &sa[2], &sb[2]);
+        if (r >= 1)
+            burst_expect(late, r, true, false, &sa[4], &sb[4]);
+    }
+    free(buf);
+    it_conn_t *all[] = {one, many, other, p, late};
+    for (size_t i = 0; i < 5; i++) {
+        it_expect_silence(all[i], 100);
+        it_conn_free(all[i]);
+    }
+    it_broker_stop(&b);
+}
+
+START_TEST(bursts_of_one_topic)
+{
+    burst_case(NULL);
+    burst_case("4k");
+}
+END_TEST
+
 static Suite *pubsub_suite(void)
 {
     Suite *s = suite_create("pubsub");
@@ -867,6 +978,7 @@ static Suite *pubsub_suite(void)
     tcase_add_test(tc, fragmented_client_messages);
     tcase_add_test(tc, unknown_members_ignored);
     tcase_add_test(tc, one_frame_per_message);
+    tcase_add_test(tc, bursts_of_one_topic);
     suite_add_tcase(s, tc);
     return s;
 }
