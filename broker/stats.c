@@ -112,6 +112,9 @@ static const metric_t metrics[] = {
     M(publish_throttles, "wsbroker_publish_throttles_total", "counter",
       "Times a publisher's input was held back because a worker's inbox was full."),
     M(delivered, "wsbroker_messages_delivered_total", "counter", "Messages queued to subscribers."),
+    M(flush_pauses, "wsbroker_flush_pauses_total", "counter",
+      "Loop turns that waited up to 1 ms before writing more of a backlog, the worker's CPU "
+      "being shared."),
     M(replayed, "wsbroker_messages_replayed_total", "counter",
       "Retained messages queued to subscribers for last/since."),
     M(bytes_in, "wsbroker_bytes_received_total", "counter", "Bytes read from clients."),

@@ -39,7 +39,8 @@ typedef struct stats {
     _Atomic uint64_t published;
     _Atomic uint64_t publish_throttles; /* publishers held back by full inboxes */
     _Atomic uint64_t delivered;
-    _Atomic uint64_t replayed; /* retained messages sent for last/since */
+    _Atomic uint64_t flush_pauses; /* turns that paused before more of a backlog */
+    _Atomic uint64_t replayed;     /* retained messages sent for last/since */
     _Atomic uint64_t bytes_in;
     _Atomic uint64_t bytes_out;
     _Atomic uint64_t slow_closes;

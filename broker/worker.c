@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -406,13 +407,61 @@ static void on_wake(uv_async_t *a)
  * subscriber is sent meanwhile joins the write it was waiting for: under
  * load there are fewer, fuller writes, the kernel's cost being mostly per
  * call (docs/ARCHITECTURE.md). Nothing waits when there is no backlog: a
- * turn that flushes everything is the usual case. */
+ * turn that flushes everything is the usual case.
+ *
+ * With a backlog, the next turn follows at once (an idle handle keeps the
+ * poll from blocking) while the thread has its CPU to itself. When it was
+ * preempted since the last such turn, the CPU is shared, with the other
+ * workers or with the programs reading at the other end, and spinning on
+ * only takes their time: the loop then waits up to FLUSH_PAUSE_MS (or for
+ * input) first. The readers catch up meanwhile and each subscriber's next
+ * write carries more: in fan-out to 1,000 subscribers, with the load
+ * generator on the same two cores, about 90 messages per write instead of
+ * 37, less than half the CPU per delivery, and a lower tail latency too
+ * (docs/BENCHMARKS.md). */
 #define FLUSH_SLICE_NS    (1000 * 1000ull)
 #define FLUSH_CHECK_EVERY 16
+#define FLUSH_PAUSE_MS    1
+#define FLUSH_SHARED_MS   20 /* how long one preemption counts */
 
 static void on_more(uv_idle_t *h)
 {
     (void)h; /* only keeps the loop from blocking in its poll */
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    (void)t; /* only ends the poll's wait */
+}
+
+/* Whether this thread was preempted since the last call. */
+static bool preempted(wrk_t *w)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return false;
+    bool yes = ru.ru_nivcsw != w->nivcsw;
+    w->nivcsw = ru.ru_nivcsw;
+    return yes;
+}
+
+/* Output waits for the next turn: when. */
+static void pace(wrk_t *w)
+{
+    if (!w->behind) {
+        w->behind = true;
+        preempted(w); /* counting from here */
+    } else if (preempted(w)) {
+        w->shared_until = uv_now(&w->loop) + FLUSH_SHARED_MS;
+    }
+    if (uv_now(&w->loop) < w->shared_until) {
+        STAT_ADD(&w->stats, flush_pauses, 1);
+        uv_idle_stop(&w->more);
+        if (!uv_is_active((uv_handle_t *)&w->pace))
+            uv_timer_start(&w->pace, on_pace, FLUSH_PAUSE_MS, 0);
+    } else {
+        uv_idle_start(&w->more, on_more);
+    }
 }
 
 static void on_check(uv_check_t *h)
@@ -439,10 +488,13 @@ static void on_check(uv_check_t *h)
         link_remove(l);
         conn_flush(link_entry(l, conn_t, pending));
     }
-    if (link_empty(&w->pending))
+    if (link_empty(&w->pending)) {
         uv_idle_stop(&w->more);
-    else
-        uv_idle_start(&w->more, on_more);
+        uv_timer_stop(&w->pace);
+        w->behind = false;
+    } else {
+        pace(w);
+    }
     conn_free_closed(w);
 }
 
@@ -737,6 +789,7 @@ static void run(void *arg)
     uv_close((uv_handle_t *)&w->drain, NULL);
     uv_close((uv_handle_t *)&w->flush, NULL);
     uv_close((uv_handle_t *)&w->more, NULL);
+    uv_close((uv_handle_t *)&w->pace, NULL);
     uv_close((uv_handle_t *)&w->accept_retry, NULL);
     uv_close((uv_handle_t *)&w->io, NULL);
     listen_close(w);
@@ -770,6 +823,7 @@ int wrk_start(wrk_t *w)
     uv_check_start(&w->flush, on_check);
     uv_idle_init(loop, &w->more);
     w->more.data = w;
+    uv_timer_init(loop, &w->pace);
     uv_poll_init(loop, &w->io, w->epfd);
     w->io.data = w;
     uv_poll_start(&w->io, UV_READABLE, on_io);

@@ -58,6 +58,10 @@ struct wrk {
     uv_timer_t drain;        /* shutdown deadline */
     uv_check_t flush;        /* writes queued output once per loop iteration */
     uv_idle_t more;          /* active while output waits for the next turn's flush */
+    uv_timer_t pace;         /* the same, on a shared CPU: a pause first (on_check) */
+    long nivcsw;             /* this thread's involuntary context switches, last read */
+    bool behind;             /* output waits for the next turn */
+    uint64_t shared_until;   /* loop time (ms): pause between turns until then */
 
     pthread_mutex_t inbox_mu;
     frame_t **inbox; /* posted frames, in per-topic seq order */

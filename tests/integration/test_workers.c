@@ -8,12 +8,19 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #define NPUB      4
 #define NSUB      40
@@ -328,6 +335,125 @@ START_TEST(late_subscribers_gap_free_after_ack)
 }
 END_TEST
 
+/* ---- A shared CPU ---- */
+
+/* Pin every thread of process pid to cpu. */
+static void pin_threads(pid_t pid, int cpu)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    IT_ASSERT(d != NULL, "open %s", path);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    int pinned = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        IT_ASSERT(sched_setaffinity(atoi(e->d_name), sizeof(set), &set) == 0,
+                  "pin thread %s of the broker to CPU %d", e->d_name, cpu);
+        pinned++;
+    }
+    closedir(d);
+    IT_ASSERT(pinned > 0, "no threads in %s", path);
+}
+
+/* A process that keeps cpu busy for at most limit_s seconds (or until
+ * killed, or its parent dies). */
+static pid_t spinner(int cpu, int limit_s)
+{
+    pid_t pid = fork();
+    IT_ASSERT(pid >= 0, "fork");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        sched_setaffinity(0, sizeof(set), &set);
+        time_t end = time(NULL) + limit_s;
+        volatile uint64_t x = 0;
+        while (time(NULL) < end)
+            for (int i = 0; i < 1000000; i++)
+                x += (uint64_t)i;
+        _exit(0);
+    }
+    return pid;
+}
+
+/* One worker sharing its core with a busy process (both pinned to it):
+ * a fan-out whose writes take several flush slices pauses between them
+ * (wsbroker_flush_pauses_total), and every subscriber still gets every
+ * message once, gap-free and in order. */
+#define PACE_SUBS   300
+#define PACE_BURST  50
+#define PACE_ROUNDS 8
+#define PACE_DATA                                                                                  \
+    "\"0123456789012345678901234567890123456789012345678901234567890123456789"                     \
+    "0123456789012345678901234567890123456789012345678901234567890123456789\""
+
+START_TEST(shared_cpu_pauses_between_slices)
+{
+    it_broker_t b;
+    it_broker_start(&b, "--workers", "1", IT_NO_HEARTBEAT);
+    cpu_set_t mine;
+    IT_ASSERT(sched_getaffinity(0, sizeof(mine), &mine) == 0, "sched_getaffinity");
+    int cpu = 0;
+    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine))
+        cpu++;
+    IT_ASSERT(cpu < CPU_SETSIZE, "no CPU to run on");
+    static it_conn_t *s[PACE_SUBS];
+    for (int i = 0; i < PACE_SUBS; i++) {
+        s[i] = it_ws_hello(b.port, NULL);
+        snprintf(s[i]->name, sizeof(s[i]->name), "subscriber %d", i);
+        it_subscribe(s[i], "pace.t");
+    }
+    it_conn_t *p = it_ws_hello(b.port, NULL);
+    pin_threads(b.pid, cpu);
+    pid_t spin = spinner(cpu, 50);
+    size_t cap = PACE_BURST * 512;
+    uint8_t *buf = malloc(cap);
+    ck_assert(buf != NULL);
+    uint64_t seq = 0;
+    for (int r = 0; r < PACE_ROUNDS; r++) {
+        size_t len = 0;
+        for (int i = 0; i < PACE_BURST; i++) {
+            char req[384];
+            int n = snprintf(
+                req, sizeof(req),
+                "{\"op\":\"publish\",\"topic\":\"pace.t\",\"id\":%d,\"data\":" PACE_DATA "}",
+                r * PACE_BURST + i);
+            len += it_frame(p, buf + len, WS_OP_TEXT, true, 0, true, req, (size_t)n);
+        }
+        it_send_raw(p, buf, len);
+        for (int i = 0; i < PACE_BURST; i++) {
+            char id[16];
+            msg_server_t m;
+            snprintf(id, sizeof(id), "%d", r * PACE_BURST + i);
+            it_expect_ack(p, id, &m);
+        }
+        for (int k = 0; k < PACE_SUBS; k++)
+            for (int i = 1; i <= PACE_BURST; i++)
+                it_expect_message(s[k], "pace.t", seq + (uint64_t)i, PACE_DATA);
+        seq += PACE_BURST;
+    }
+    kill(spin, SIGKILL);
+    waitpid(spin, NULL, 0);
+    double pauses = it_metric(b.port, "wsbroker_flush_pauses_total");
+    IT_ASSERT(pauses > 0,
+              "%d rounds of %d messages to %d subscribers on a shared core: %g flush pauses",
+              PACE_ROUNDS, PACE_BURST, PACE_SUBS, pauses);
+    for (int i = 0; i < PACE_SUBS; i++) {
+        it_expect_silence(s[i], i == 0 ? 100 : 0);
+        it_conn_free(s[i]);
+    }
+    it_conn_free(p);
+    free(buf);
+    it_broker_stop(&b);
+}
+END_TEST
+
 static Suite *workers_suite(void)
 {
     Suite *s = suite_create("workers");
@@ -335,6 +461,7 @@ static Suite *workers_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, four_workers_exactly_once_in_order);
     tcase_add_test(tc, late_subscribers_gap_free_after_ack);
+    tcase_add_test(tc, shared_cpu_pauses_between_slices);
     suite_add_tcase(s, tc);
     return s;
 }
