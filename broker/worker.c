@@ -56,13 +56,15 @@ static int listen_socket(const cfg_t *cfg, int id, int port)
     }
     /* defer: the kernel hands over a connection once its first bytes are
      * in (or after about a second of SYN-ACK retries), so accepting and
-     * reading the request take one wake-up, not two. */
+     * reading the request take one wake-up, not two. TCP_NODELAY here is
+     * inherited by every accepted socket: no setsockopt per connection. */
     int one = 1, defer = 1;
     socklen_t slen =
         ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         LOG(LOG_ERROR, id, 0, "listen_failed", "bind=%s port=%d error=\"%s\"", cfg->bind, port,
             strerror(errno));
