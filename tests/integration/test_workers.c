@@ -373,11 +373,11 @@ static pid_t spinner(int cpu, int limit_s)
         CPU_SET(cpu, &set);
         sched_setaffinity(0, sizeof(set), &set);
         time_t end = time(NULL) + limit_s;
-        volatile uint64_t x = 0;
+        uint64_t x = 0;
         while (time(NULL) < end)
             for (int i = 0; i < 1000000; i++)
-                x += (uint64_t)i;
-        _exit(0);
+                x = x * 31 + (uint64_t)i;
+        _exit(x == 1 ? 1 : 0); /* x used: the loop is not optimized away */
     }
     return pid;
 }
