@@ -272,6 +272,8 @@ static bool wants_deflate(const conn_t *c, const frame_t *f)
     return f->len - hdr >= c->w->cfg->deflate_min;
 }
 
+/* A connection that passes conn_takes_as_is goes straight to the push
+ * below; keep the two in step. */
 conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
 {
     if (c->state != CONN_OPEN || (c->flags & CF_SLOW))
@@ -335,11 +337,15 @@ conn_dlv_t conn_deliver(conn_t *c, frame_t *f)
     return how;
 }
 
-bool conn_deliver_run(conn_t *c, frame_t *run)
+bool conn_takes_as_is(const conn_t *c, size_t len)
 {
-    if (c->state != CONN_OPEN || (c->flags & (CF_SLOW | CF_DROPPING | CF_PMD)) ||
-        c->out.bytes + run->len > c->w->cfg->max_backlog ||
-        outq_push(&c->out, &c->w->rings, run) != 0)
+    return c->state == CONN_OPEN && !(c->flags & (CF_SLOW | CF_DROPPING | CF_PMD)) &&
+           c->out.bytes + len <= c->w->cfg->max_backlog;
+}
+
+bool conn_queue_run(conn_t *c, frame_t *run)
+{
+    if (outq_push(&c->out, &c->w->rings, run) != 0)
         return false;
     mark_pending(c);
     return true;

@@ -174,11 +174,14 @@ typedef enum conn_dlv {
  * connection over the limit is put on w->slow. */
 conn_dlv_t conn_deliver(conn_t *c, frame_t *f);
 
-/* Queue run (frame_join of published messages) in one piece if c would
- * queue each of them as it is, uncompressed and within its backlog; the
- * caller owes the ring a reference to run. false: nothing was done, and
- * conn_deliver must judge them one by one. */
-bool conn_deliver_run(conn_t *c, frame_t *run);
+/* Whether conn_deliver would queue each of some published messages, len
+ * bytes in all, as it is: c open, not compressing, not behind, and the
+ * messages within its backlog. */
+bool conn_takes_as_is(const conn_t *c, size_t len);
+
+/* Queue run (frame_join of such messages) in one piece; the caller owes
+ * the ring a reference to it. false: out of memory, nothing queued. */
+bool conn_queue_run(conn_t *c, frame_t *run);
 
 /* Close the WebSocket with code and reason: queue the Close, stop message
  * processing, unsubscribe. wait_peer: wait up to --close-timeout for the

@@ -790,17 +790,27 @@ void pubsub_deliver(wrk_t *w, frame_t *f)
  * every connection that would queue each of them as it is. Those are the
  * connections whose first matching subscription (the one that takes each
  * message in deliver_pattern) is live, unfiltered and past its after_seq
- * for the whole run. Any other connection (held or filtered subscription,
- * a seq boundary inside the run, compression, a backlog) is stamped
- * `apart` and gets the messages one by one afterwards, exactly as
- * pubsub_deliver would have queued them. */
+ * for the whole run, and that conn_takes_as_is. Any other connection (held
+ * or filtered subscription, a seq boundary inside the run, compression, a
+ * backlog) is stamped `apart` and gets the messages one by one afterwards,
+ * exactly as pubsub_deliver would have queued them. The joined frame is
+ * made for the first connection that takes it: none, none made. */
 typedef struct run_ctx {
-    frame_t *const *f; /* the run, in seq order */
-    size_t n;
-    frame_t *all;           /* frame_join of the run */
+    frame_t *const *f;      /* the run, in seq order */
+    size_t n, len;          /* its frames and their bytes */
+    frame_t *all;           /* frame_join of the run, once needed */
     uint64_t joined, apart; /* stamps: took `all`; one by one */
     unsigned took, left;
 } run_ctx_t;
+
+static bool take_joined(run_ctx_t *d, conn_t *c)
+{
+    if (!conn_takes_as_is(c, d->len))
+        return false;
+    if (d->all == NULL && (d->all = frame_join(d->f, d->n)) == NULL)
+        return false; /* out of memory: one by one */
+    return conn_queue_run(c, d->all);
+}
 
 static void deliver_run_pattern(void *value, void *arg)
 {
@@ -814,7 +824,7 @@ static void deliver_run_pattern(void *value, void *arg)
         if (!p->wildcard && d->f[d->n - 1]->seq <= s->after_seq)
             continue; /* none of the run for s, as deliver_pattern skips each */
         if (s->filter == NULL && s->hold == NULL && (p->wildcard || d->f[0]->seq > s->after_seq) &&
-            conn_deliver_run(c, d->all)) {
+            take_joined(d, c)) {
             c->stamp = d->joined;
             d->took++;
         } else {
@@ -826,19 +836,17 @@ static void deliver_run_pattern(void *value, void *arg)
 
 void pubsub_deliver_run(wrk_t *w, frame_t *const *f, size_t n)
 {
-    frame_t *all = n > 1 ? frame_join(f, n) : NULL;
-    if (all == NULL) {
-        for (size_t i = 0; i < n; i++)
-            pubsub_deliver(w, f[i]);
-        return;
-    }
-    run_ctx_t d = {f, n, all, 0, 0, 0, 0};
+    run_ctx_t d = {.f = f, .n = n};
+    for (size_t i = 0; i < n; i++)
+        d.len += f[i]->len;
     d.apart = ++w->stamp;
     d.joined = ++w->stamp;
     ptable_match(&w->subs, f[0]->topic, f[0]->topic_len, deliver_run_pattern, &d);
-    if (d.took > 0)
-        frame_ref_n(all, d.took);
-    frame_unref(all);
+    if (d.all != NULL) {
+        if (d.took > 0)
+            frame_ref_n(d.all, d.took);
+        frame_unref(d.all);
+    }
     STAT_ADD(&w->stats, delivered, (uint64_t)d.took * n);
     for (size_t i = 0; i < n; i++) {
         if (d.left > 0)

@@ -31,9 +31,9 @@ void pubsub_close(conn_t *c);
  * Takes over the caller's reference to f. */
 void pubsub_deliver(wrk_t *w, frame_t *f);
 
-/* The same for n consecutive messages of one topic (in seq order), the
- * connections that take all of them as they are getting them joined into
- * one frame: one walk of the subscriptions and one queue entry for the
+/* pubsub_deliver for n consecutive messages of one topic, in seq order.
+ * Connections that would queue each of them as it is get them as one
+ * joined frame: one walk of the subscriptions and one queue entry for the
  * run. Takes over the caller's references. */
 void pubsub_deliver_run(wrk_t *w, frame_t *const *f, size_t n);
 

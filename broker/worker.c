@@ -290,20 +290,24 @@ static void take_inbox(wrk_t *w)
 #define RUN_FRAME 4096
 #define RUN_BYTES (64 * 1024)
 
+static bool joinable(const frame_t *f)
+{
+    return f->kind == FK_FANOUT && f->len <= RUN_FRAME;
+}
+
 /* How many of the n frames at b, at least one, form a run. */
 static size_t run_length(frame_t *const *b, size_t n)
 {
     const frame_t *f = b[0];
-    if (f->kind != FK_FANOUT || f->len > RUN_FRAME)
-        return 1;
     size_t k = 1, bytes = f->len;
-    while (k < n) {
+    if (!joinable(f))
+        return 1;
+    for (; k < n; k++) {
         const frame_t *g = b[k];
-        if (g->kind != FK_FANOUT || g->len > RUN_FRAME || bytes + g->len > RUN_BYTES ||
-            g->topic_len != f->topic_len || memcmp(g->topic, f->topic, f->topic_len) != 0)
+        if (!joinable(g) || bytes + g->len > RUN_BYTES || g->topic_len != f->topic_len ||
+            memcmp(g->topic, f->topic, f->topic_len) != 0)
             break;
         bytes += g->len;
-        k++;
     }
     return k;
 }
@@ -402,18 +406,17 @@ static void on_wake(uv_async_t *a)
  * Connections with replies (acks, Close, HTTP; w->replies) are all
  * flushed every turn, first. Those with messages only (w->pending) follow,
  * and a turn flushes them for about FLUSH_SLICE_NS; the rest keep their
- * place and go first in the next turn, which then does not wait for the
- * poll. A
- * turn thus stays short however many subscribers a message reaches (new
- * requests, acks and timers are not held up behind a fan-out), and what a
- * subscriber is sent meanwhile joins the write it was waiting for: under
- * load there are fewer, fuller writes, the kernel's cost being mostly per
- * call (docs/ARCHITECTURE.md). Nothing waits when there is no backlog: a
- * turn that flushes everything is the usual case.
+ * place and go first in the next turn. A turn thus stays short however
+ * many subscribers a message reaches (new requests, acks and timers are
+ * not held up behind a fan-out), and what a subscriber is sent meanwhile
+ * joins the write it was waiting for: under load there are fewer, fuller
+ * writes, the kernel's cost being mostly per call (docs/ARCHITECTURE.md).
+ * Nothing waits when there is no backlog: a turn that flushes everything
+ * is the usual case.
  *
  * With a backlog, the next turn follows at once (an idle handle keeps the
  * poll from blocking) while the thread has its CPU to itself. When it was
- * preempted since the last such turn, the CPU is shared, with the other
+ * preempted in the last FLUSH_SHARED_MS, the CPU is shared, with the other
  * workers or with the programs reading at the other end, and spinning on
  * only takes their time: the loop then waits up to FLUSH_PAUSE_MS (or for
  * input) first. The readers catch up meanwhile and each subscriber's next
