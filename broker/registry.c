@@ -148,12 +148,17 @@ const char *reg_epoch(const reg_t *r)
     return r->epoch;
 }
 
+/* The epoch of t: the broker's, then "-<gen>" once the topic was
+ * recreated. Every subscribe and history reply carries one. */
 static void topic_epoch(const reg_t *r, const topic_t *t, char out[REG_EPOCH_MAX])
 {
-    if (t->gen == 0)
-        snprintf(out, REG_EPOCH_MAX, "%s", r->epoch);
-    else
-        snprintf(out, REG_EPOCH_MAX, "%s-%llu", r->epoch, (unsigned long long)t->gen);
+    size_t n = strlen(r->epoch);
+    memcpy(out, r->epoch, n);
+    if (t->gen != 0) {
+        out[n++] = '-';
+        n += msg_u64(out + n, t->gen);
+    }
+    out[n] = '\0';
 }
 
 static uint8_t stripe_index(const char *topic, size_t len)

@@ -1121,7 +1121,7 @@ static void put_cstr(wbuf_t *w, const char *s)
     put_str(w, s, s != NULL ? strlen(s) : 0);
 }
 
-static void put_u64(wbuf_t *w, uint64_t v)
+size_t msg_u64(char *out, uint64_t v)
 {
     char d[20];
     size_t i = sizeof d;
@@ -1129,7 +1129,14 @@ static void put_u64(wbuf_t *w, uint64_t v)
         d[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    put(w, d + i, sizeof d - i);
+    memcpy(out, d + i, sizeof d - i);
+    return sizeof d - i;
+}
+
+static void put_u64(wbuf_t *w, uint64_t v)
+{
+    char d[20];
+    put(w, d, msg_u64(d, v));
 }
 
 /* A JSON value copied verbatim; an empty one is written as null so the

@@ -409,6 +409,15 @@ START_TEST(max_topics_evicts_unused_topics)
     IT_ASSERT(ack.recovered == 0 && strcmp(ack.epoch, old_epoch) != 0 && ack.seq == 2,
               "after eviction: recovered %d, epoch %s (old %s), seq %llu", ack.recovered, ack.epoch,
               old_epoch, (unsigned long long)ack.seq);
+    /* The new epoch is the broker's with the topic's generation after it. */
+    size_t olen = strlen(old_epoch);
+    unsigned long long gen = 0;
+    char back_epoch[MSG_EPOCH_MAX + 1];
+    IT_ASSERT(strncmp(ack.epoch, old_epoch, olen) == 0 && ack.epoch[olen] == '-' &&
+                  sscanf(ack.epoch + olen + 1, "%llu", &gen) == 1 && gen >= 1,
+              "epoch after eviction '%s' is not '%s-<generation>'", ack.epoch, old_epoch);
+    snprintf(back_epoch, sizeof(back_epoch), "%s-%llu", old_epoch, gen);
+    IT_ASSERT(strcmp(back_epoch, ack.epoch) == 0, "epoch '%s' is not plain decimal", ack.epoch);
     it_sync(back);
     it_conn_free(back);
     it_conn_free(p);

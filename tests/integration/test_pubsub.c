@@ -95,6 +95,14 @@ START_TEST(hello_defaults)
     it_conn_t *c1 = it_ws_hello(b.port, &h1);
     it_conn_t *c2 = it_ws_hello(b.port, &h2);
     IT_ASSERT(h1.client[0] != '\0', "hello without a client id");
+    /* "<worker>-<connection>", both plain decimal. */
+    unsigned wid = 0;
+    unsigned long long cid = 0;
+    char back[32];
+    IT_ASSERT(sscanf(h1.client, "%u-%llu", &wid, &cid) == 2 && cid >= 1,
+              "client id '%s' is not <worker>-<connection>", h1.client);
+    snprintf(back, sizeof(back), "%u-%llu", wid, cid);
+    IT_ASSERT(strcmp(back, h1.client) == 0, "client id '%s' is not plain decimal", h1.client);
     IT_ASSERT(strcmp(h1.client, h2.client) != 0, "two connections got the same client id '%s'",
               h1.client);
     IT_ASSERT(strcmp(h1.server, "wsbroker/" WSBROKER_VERSION) == 0,
