@@ -446,6 +446,58 @@ START_TEST(slow_consumer_close_publisher_burst)
 }
 END_TEST
 
+/* A slow consumer that stops reading for long, then reads again after the
+ * broker gave up on it at the close timeout: it must learn of the end at
+ * once, not when the kernel's zero-window probes, backed off for as long
+ * as it held, next reach it (the broker resets such a connection). */
+START_TEST(slow_consumer_long_stall_ends_promptly)
+{
+    it_broker_t b;
+    it_broker_start(&b, "--max-backlog", "65536", "--close-timeout", "0.5", IT_NO_HEARTBEAT);
+    it_conn_t *slow = it_ws_hello_at(__FILE__, __LINE__, b.port, 4096, NULL);
+    snprintf(slow->name, sizeof(slow->name), "stalled subscriber");
+    it_subscribe(slow, "stall.t");
+    it_conn_t *p = it_ws_hello(b.port, NULL);
+    double closes0 = it_metric(b.port, "wsbroker_slow_consumer_closes_total");
+    char *data = malloc(FLOOD_DATA + 64);
+    memset(data, 'x', FLOOD_DATA);
+    data[0] = data[FLOOD_DATA - 1] = '"';
+    data[FLOOD_DATA] = '\0';
+    int sent = 0;
+    while (it_metric(b.port, "wsbroker_slow_consumer_closes_total") == closes0) {
+        IT_ASSERT(sent < 5000, "no slow-consumer close after %d messages of %d bytes", sent,
+                  FLOOD_DATA);
+        for (int k = 0; k < 20; k++, sent++)
+            it_send_json(p, "{\"op\":\"publish\",\"topic\":\"stall.t\",\"data\":%s}", data);
+        it_sync(p);
+    }
+    free(data);
+    /* Hold on for long after the close timeout, then read again. */
+    usleep(10 * 1000 * 1000);
+    int64_t t0 = it_now_ms();
+    int n = 0;
+    for (;;) {
+        char d[400];
+        it_ev_t ev = it_next(slow, 8000);
+        if (ev.type == IT_EV_TEXT) {
+            n++;
+            continue;
+        }
+        IT_ASSERT(
+            ev.type == IT_EV_EOF || ev.type == IT_EV_CLOSE,
+            "stalled subscriber, %d messages read since it read again: expected the end, got %s", n,
+            it_ev_describe(&ev, d, sizeof(d)));
+        break;
+    }
+    int64_t took = it_now_ms() - t0;
+    IT_ASSERT(took <= 2000, "stalled subscriber: the end came %lld ms after it read again",
+              (long long)took);
+    it_conn_free(slow);
+    it_conn_free(p);
+    it_broker_stop(&b);
+}
+END_TEST
+
 START_TEST(slow_consumer_drop)
 {
     it_broker_t b;
@@ -528,6 +580,7 @@ static Suite *lifecycle_suite(void)
     tcase_add_test(tc, slow_consumer_close);
     tcase_add_test(tc, slow_consumer_close_publisher_burst);
     tcase_add_test(tc, slow_consumer_drop);
+    tcase_add_test(tc, slow_consumer_long_stall_ends_promptly);
     suite_add_tcase(s, tc);
     return s;
 }
