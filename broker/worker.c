@@ -578,7 +578,10 @@ static void on_tick(uv_timer_t *t)
         conn_t *c = link_entry(l, conn_t, sup);
         if (c->since + ms(cfg->close_timeout) > now)
             break;
-        LOG(LOG_DEBUG, w->id, c->id, "close_timeout", NULL);
+        /* The peer did not finish the close handshake in time (or did not
+         * read our Close): worth an operator's eye, rate-limited. */
+        LOG_LIMITED(LOG_INFO, w->id, c->id, "close_timeout", "unsent=%llu",
+                    (unsigned long long)c->out.bytes);
         conn_abort(c);
     }
 }

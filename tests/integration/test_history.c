@@ -412,7 +412,7 @@ START_TEST(max_topics_evicts_unused_topics)
     /* The new epoch is the broker's with the topic's generation after it. */
     size_t olen = strlen(old_epoch);
     unsigned long long gen = 0;
-    char back_epoch[MSG_EPOCH_MAX + 1];
+    char back_epoch[MSG_EPOCH_MAX + 32];
     IT_ASSERT(strncmp(ack.epoch, old_epoch, olen) == 0 && ack.epoch[olen] == '-' &&
                   sscanf(ack.epoch + olen + 1, "%llu", &gen) == 1 && gen >= 1,
               "epoch after eviction '%s' is not '%s-<generation>'", ack.epoch, old_epoch);

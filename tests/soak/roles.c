@@ -23,9 +23,13 @@
 #include "soak.h"
 
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #define WINDOW         32  /* unconfirmed publishes per publisher */
 #define PING_EVERY     8   /* no-id publisher: a confirming ping after this many */
@@ -560,10 +564,22 @@ static void slow_timer(conn_t *c)
     }
     if (grace(c))
         return;
+    /* What the client's side of the connection looks like, for telling a
+     * broker that never ended it from one whose end never arrived. */
+    struct tcp_info ti = {0};
+    socklen_t tl = sizeof(ti);
+    int unread = -1;
+    if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0)
+        ti.tcpi_state = 0;
+    if (ioctl(c->fd, FIONREAD, &unread) != 0)
+        unread = -1;
     violation("slow consumer: connection still open %lld ms after it resumed reading (step %d, "
-              "%llu messages read since)",
+              "%llu messages read since; client socket: TCP state %u, %d bytes unread, last data "
+              "%u ms ago, rcv_space %u, probes %u, backoff %u, %u unacked)",
               (long long)(now - c->t_mark), c->step,
-              (unsigned long long)(c->received - c->mark_recv));
+              (unsigned long long)(c->received - c->mark_recv), (unsigned)ti.tcpi_state, unread,
+              ti.tcpi_last_data_recv, ti.tcpi_rcv_space, (unsigned)ti.tcpi_probes,
+              (unsigned)ti.tcpi_backoff, ti.tcpi_unacked);
     conn_free(c, true);
 }
 
