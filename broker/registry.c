@@ -152,7 +152,7 @@ const char *reg_epoch(const reg_t *r)
  * recreated. Every subscribe and history reply carries one. */
 static void topic_epoch(const reg_t *r, const topic_t *t, char out[REG_EPOCH_MAX])
 {
-    size_t n = strlen(r->epoch);
+    size_t n = REG_EPOCH_LEN;
     memcpy(out, r->epoch, n);
     if (t->gen != 0) {
         out[n++] = '-';

@@ -337,6 +337,18 @@ START_TEST(publish_rate_limit)
 }
 END_TEST
 
+/* A /ws connection, tried every 20 ms for up to ms while refused; NULL if
+ * it never was accepted (*st: the last answer). */
+static it_conn_t *ws_within(int port, int ms, int *st)
+{
+    it_conn_t *c = it_ws_try(port, "/ws", NULL, 0, 0, 0, st, NULL);
+    for (int64_t end = it_now_ms() + ms; c == NULL && it_now_ms() < end;) {
+        it_sleep_ms(20);
+        c = it_ws_try(port, "/ws", NULL, 0, 0, 0, st, NULL);
+    }
+    return c;
+}
+
 START_TEST(connections_per_address)
 {
     it_broker_t b;
@@ -347,12 +359,7 @@ START_TEST(connections_per_address)
      * start-up probe (GET /healthz) may not be seen yet on a busy machine:
      * the first three may be refused for a moment, not for good. */
     for (int i = 0; i < 3; i++) {
-        c[i] = NULL;
-        for (int64_t end = it_now_ms() + 3000; c[i] == NULL && it_now_ms() < end;) {
-            c[i] = it_ws_try(b.port, "/ws", NULL, 0, 0, 0, &st, NULL);
-            if (c[i] == NULL)
-                it_sleep_ms(20);
-        }
+        c[i] = ws_within(b.port, 3000, &st);
         IT_ASSERT(c[i] != NULL, "connection %d of 3 refused for 3 s (%d)", i + 1, st);
         msg_server_t m;
         it_expect_json(c[i], &m, IT_TIMEOUT);
@@ -366,9 +373,7 @@ START_TEST(connections_per_address)
               "fourth connection: %d", st);
     it_http_free(&r);
     it_conn_free(c[0]);
-    x = NULL;
-    for (int64_t end = it_now_ms() + 3000; x == NULL && it_now_ms() < end; it_sleep_ms(20))
-        x = it_ws_try(b.port, "/ws", NULL, 0, 0, 0, &st, NULL);
+    x = ws_within(b.port, 3000, &st);
     IT_ASSERT(x != NULL, "a freed slot was not reused");
     it_conn_free(x);
     for (int i = 1; i < 3; i++)

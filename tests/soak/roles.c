@@ -566,11 +566,10 @@ static void slow_timer(conn_t *c)
         return;
     /* What the client's side of the connection looks like, for telling a
      * broker that never ended it from one whose end never arrived. */
-    struct tcp_info ti = {0};
+    struct tcp_info ti = {0}; /* all zero if it cannot be read */
     socklen_t tl = sizeof(ti);
     int unread = -1;
-    if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0)
-        ti.tcpi_state = 0;
+    getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl);
     if (ioctl(c->fd, FIONREAD, &unread) != 0)
         unread = -1;
     violation("slow consumer: connection still open %lld ms after it resumed reading (step %d, "
